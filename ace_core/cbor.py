@@ -58,8 +58,17 @@ def loads(
         obj = decoder.decode()
     except RecursionError as exc:
         raise WireFormatError("CBOR nesting too deep") from exc
-    except (cbor2.CBORDecodeError, ValueError, TypeError, KeyError, IndexError, OverflowError,
-            AttributeError, MemoryError, EOFError) as exc:
+    except (
+        cbor2.CBORDecodeError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        AttributeError,
+        MemoryError,
+        EOFError,
+    ) as exc:
         raise WireFormatError(f"malformed CBOR: {exc}") from exc
     if fp.tell() != len(data):
         raise WireFormatError(f"{len(data) - fp.tell()} trailing bytes after the CBOR item")

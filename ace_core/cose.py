@@ -1,0 +1,486 @@
+"""COSE_Sign1, COSE_Mac0 and COSE_Encrypt0 (RFC 9052 §4.2, §6.2, §5.2) for CWTs -- the only module that imports
+pycose.
+
+Algorithms are dispatched through pycose's algorithm registry (``CoseAlgorithm.from_id``), into which this module
+registers ``cryptography``-backed implementations at import time:
+
+* **ES256 / ES384**: pycose 1.1.0 signs and verifies ECDSA with the pure-Python ``ecdsa`` package, which is not
+  protected against side channels and is ~40x slower. Ours use ``cryptography`` (OpenSSL) only.
+* **EdDSA**: reuses the ``cryptography`` key object held by :class:`~ace_core.keys.CoseKey` instead of re-parsing
+  the key on every call (that re-parse costs as much as the signature itself).
+* **HMAC**: pycose compares tags with ``==``; ours compare in constant time (``hmac.compare_digest``).
+
+Any code that uses pycose's message classes in this process therefore gets the same implementations.
+
+The message framing (``Sig_structure``, ``MAC_structure``, ``Enc_structure``) is built here directly with cbor2:
+pycose's ``Sign1Message`` spends ~50 us per message on header bookkeeping, more than an Ed25519 signature, which
+would cap token issuance far below the primitive rate (measured by ``benchmarks/bench_cose.py``). The framing is
+cross-checked against pycose and python-cwt in the test suite, in both directions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from pycose import algorithms as _pycose_algorithms
+
+from ace_core import cbor
+from ace_core.errors import SecurityWrapperFailed, TokenMalformed, WireFormatError
+from ace_core.keys import SYMMETRIC_KEY_LENGTH, CoseKey
+from ace_core.registry import CoseAlgorithm, CoseCurve, CoseHeader, CoseKeyOp, CoseTag
+
+__all__ = [
+    "CoseObject",
+    "KeyResolver",
+    "KeySet",
+    "algorithm_implementation",
+    "decode",
+    "encrypt0",
+    "mac0",
+    "sign1",
+    "verify",
+]
+
+_PycoseAlgorithm: Any = _pycose_algorithms.CoseAlgorithm
+
+# --------------------------------------------------------------------------------------------------------------
+# cryptography-backed algorithms, registered in pycose's registry
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _ec_private(key: Any, curve: ec.EllipticCurve) -> ec.EllipticCurvePrivateKey:
+    if isinstance(key, CoseKey):
+        sk = key.signing_key()
+        if not isinstance(sk, ec.EllipticCurvePrivateKey):
+            raise ValueError("not an EC2 key")
+        return sk
+    return ec.derive_private_key(int.from_bytes(key.d, "big"), curve)  # a pycose EC2Key
+
+
+def _ec_public(key: Any, curve: ec.EllipticCurve) -> ec.EllipticCurvePublicKey:
+    if isinstance(key, CoseKey):
+        pk = key.verifying_key()
+        if not isinstance(pk, ec.EllipticCurvePublicKey):
+            raise ValueError("not an EC2 key")
+        return pk
+    return ec.EllipticCurvePublicNumbers(int.from_bytes(key.x, "big"), int.from_bytes(key.y, "big"), curve).public_key()
+
+
+class _CryptographyEcdsa:
+    """ECDSA over ``cryptography``; COSE signatures are the fixed-size ``r || s`` (RFC 9053 §2.1)."""
+
+    curve: type[ec.EllipticCurve]
+    hash_alg: type[hashes.HashAlgorithm]
+    size: int
+
+    @classmethod
+    def sign(cls, key: Any, data: bytes) -> bytes:
+        der = _ec_private(key, cls.curve()).sign(data, ec.ECDSA(cls.hash_alg()))
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(cls.size, "big") + s.to_bytes(cls.size, "big")
+
+    @classmethod
+    def verify(cls, key: Any, data: bytes, signature: bytes) -> bool:
+        if len(signature) != 2 * cls.size:
+            return False
+        der = encode_dss_signature(
+            int.from_bytes(signature[: cls.size], "big"), int.from_bytes(signature[cls.size :], "big")
+        )
+        try:
+            _ec_public(key, cls.curve()).verify(der, data, ec.ECDSA(cls.hash_alg()))
+        except InvalidSignature:
+            return False
+        return True
+
+
+@_PycoseAlgorithm.register_attribute()
+class Es256(_CryptographyEcdsa, _pycose_algorithms.Es256):
+    """ES256 (ECDSA w/ SHA-256, P-256) via ``cryptography``. RFC 9053 §2.1."""
+
+    curve = ec.SECP256R1
+    hash_alg = hashes.SHA256
+    size = 32
+
+
+@_PycoseAlgorithm.register_attribute()
+class Es384(_CryptographyEcdsa, _pycose_algorithms.Es384):
+    """ES384 (ECDSA w/ SHA-384, P-384) via ``cryptography``. RFC 9053 §2.1."""
+
+    curve = ec.SECP384R1
+    hash_alg = hashes.SHA384
+    size = 48
+
+
+@_PycoseAlgorithm.register_attribute()
+class EdDSA(_pycose_algorithms.EdDSA):
+    """EdDSA with Ed25519 via ``cryptography``, reusing the key object of a CoseKey. RFC 9053 §2.2."""
+
+    @classmethod
+    def sign(cls, key: Any, data: bytes) -> bytes:
+        if isinstance(key, CoseKey):
+            sk = key.signing_key()
+            if not isinstance(sk, ed25519.Ed25519PrivateKey):
+                raise ValueError("not an Ed25519 key")
+            return sk.sign(data)
+        return bytes(super().sign(key, data))
+
+    @classmethod
+    def verify(cls, key: Any, data: bytes, signature: bytes) -> bool:
+        if isinstance(key, CoseKey):
+            pk = key.verifying_key()
+            if not isinstance(pk, ed25519.Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+            try:
+                pk.verify(signature, data)
+            except InvalidSignature:
+                return False
+            return True
+        return bool(super().verify(key, data, signature))
+
+
+class _ConstantTimeHmac:
+    """HMAC whose tag check is constant-time. RFC 9053 §3.1."""
+
+    @classmethod
+    def compute_tag(cls, key: Any, data: bytes) -> bytes:
+        h = crypto_hmac.HMAC(key.k, cls.get_hash_func())  # type: ignore[attr-defined]
+        h.update(data)
+        return h.finalize()[: cls.get_digest_length()]  # type: ignore[attr-defined]
+
+    @classmethod
+    def verify_tag(cls, key: Any, tag: bytes, data: bytes) -> bool:
+        return hmac.compare_digest(cls.compute_tag(key, data), tag)
+
+
+@_PycoseAlgorithm.register_attribute()
+class HMAC25664(_ConstantTimeHmac, _pycose_algorithms.HMAC25664):
+    """HMAC 256/64 with constant-time verification."""
+
+
+@_PycoseAlgorithm.register_attribute()
+class HMAC256(_ConstantTimeHmac, _pycose_algorithms.HMAC256):
+    """HMAC 256/256 with constant-time verification."""
+
+
+@_PycoseAlgorithm.register_attribute()
+class HMAC384(_ConstantTimeHmac, _pycose_algorithms.HMAC384):
+    """HMAC 384/384 with constant-time verification."""
+
+
+@_PycoseAlgorithm.register_attribute()
+class HMAC512(_ConstantTimeHmac, _pycose_algorithms.HMAC512):
+    """HMAC 512/512 with constant-time verification."""
+
+
+def algorithm_implementation(alg: int) -> Any:
+    """The implementation pycose's registry holds for ``alg`` (ours for ECDSA, EdDSA and HMAC)."""
+    return _PycoseAlgorithm.from_id(alg)
+
+
+_SIGNATURE_ALGS = frozenset({CoseAlgorithm.ES256, CoseAlgorithm.ES384, CoseAlgorithm.EDDSA})
+_MAC_ALGS = frozenset(
+    {
+        CoseAlgorithm.HMAC_256_64,
+        CoseAlgorithm.HMAC_256_256,
+        CoseAlgorithm.HMAC_384_384,
+        CoseAlgorithm.HMAC_512_512,
+    }
+)
+#: AEAD nonce length per algorithm (RFC 9053 §4.1 GCM: 12; §4.2 CCM-16-*: 13, CCM-64-*: 7).
+_AEAD_NONCE_LENGTH: Mapping[CoseAlgorithm, int] = {
+    CoseAlgorithm.A128GCM: 12,
+    CoseAlgorithm.A192GCM: 12,
+    CoseAlgorithm.A256GCM: 12,
+    CoseAlgorithm.AES_CCM_16_64_128: 13,
+    CoseAlgorithm.AES_CCM_16_64_256: 13,
+    CoseAlgorithm.AES_CCM_64_64_128: 7,
+    CoseAlgorithm.AES_CCM_64_64_256: 7,
+}
+_CURVE_FOR_ALG = {
+    CoseAlgorithm.ES256: CoseCurve.P_256,
+    CoseAlgorithm.ES384: CoseCurve.P_384,
+    CoseAlgorithm.EDDSA: CoseCurve.ED25519,
+}
+_KNOWN_HEADERS = frozenset(int(h) for h in CoseHeader)
+
+# --------------------------------------------------------------------------------------------------------------
+# keys
+# --------------------------------------------------------------------------------------------------------------
+
+
+class KeyResolver(Protocol):
+    """Finds candidate keys for a COSE object by ``kid`` (may be ``None``) and algorithm."""
+
+    def resolve(self, kid: bytes | None, alg: int) -> Iterable[CoseKey]:
+        """Candidate keys; each is tried in turn until one verifies."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """A :class:`KeyResolver` over a fixed set of keys, indexed by ``kid``.
+
+    Objects without a ``kid`` are tried against every key usable with their algorithm.
+    """
+
+    keys: Sequence[CoseKey]
+    _by_kid: dict[bytes, list[CoseKey]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[bytes, list[CoseKey]] = {}
+        for key in self.keys:
+            if key.kid is not None:
+                index.setdefault(key.kid, []).append(key)
+        object.__setattr__(self, "_by_kid", index)
+
+    def resolve(self, kid: bytes | None, alg: int) -> Iterable[CoseKey]:
+        """Keys with this ``kid`` (or all keys when the object names none) that may be used with ``alg``."""
+        candidates = self.keys if kid is None else self._by_kid.get(kid, ())
+        return [k for k in candidates if _usable(k, alg)]
+
+
+def _usable(key: CoseKey, alg: int) -> bool:
+    # RFC 9052 §7.1: when a key carries "alg", it MUST only be used with that algorithm.
+    if key.alg is not None and key.alg != alg:
+        return False
+    if alg in _SIGNATURE_ALGS:
+        return not key.is_symmetric and key.crv == _CURVE_FOR_ALG[CoseAlgorithm(alg)]
+    if alg in SYMMETRIC_KEY_LENGTH:
+        if not key.is_symmetric:
+            return False
+        if alg in _AEAD_NONCE_LENGTH:
+            return len(key.secret()) == SYMMETRIC_KEY_LENGTH[CoseAlgorithm(alg)]
+        return len(key.secret()) >= 16  # HMAC keys: any length; refuse toy keys
+    return False
+
+
+def _check_key_ops(key: CoseKey, op: CoseKeyOp) -> None:
+    if key.key_ops is not None and op not in key.key_ops:
+        raise ValueError(f"key_ops of this key do not allow {op.name}")
+
+
+def _alg_for(key: CoseKey, alg: CoseAlgorithm | None, allowed: frozenset[CoseAlgorithm]) -> CoseAlgorithm:
+    chosen = alg if alg is not None else key.alg
+    if chosen is None:
+        raise ValueError("no algorithm: pass alg= or use a key that names its alg")
+    if chosen not in allowed:
+        raise ValueError(f"algorithm {chosen!r} cannot be used for this COSE structure")
+    chosen = CoseAlgorithm(chosen)
+    if not _usable(key, chosen):
+        raise ValueError(f"key {key.kid!r} cannot be used with {chosen.name}")
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------------------------
+# creation
+# --------------------------------------------------------------------------------------------------------------
+
+_PROTECTED_CACHE: dict[int, bytes] = {}
+
+
+def _protected(alg: CoseAlgorithm) -> bytes:
+    ph = _PROTECTED_CACHE.get(alg)
+    if ph is None:
+        ph = _PROTECTED_CACHE[alg] = cbor.dumps({CoseHeader.ALG: int(alg)})
+    return ph
+
+
+def _unprotected(key: CoseKey, include_kid: bool) -> dict[int, Any]:
+    return {CoseHeader.KID: key.kid} if include_kid and key.kid is not None else {}
+
+
+def sign1(
+    payload: bytes,
+    key: CoseKey,
+    *,
+    alg: CoseAlgorithm | None = None,
+    include_kid: bool = True,
+    external_aad: bytes = b"",
+) -> bytes:
+    """Create a tagged COSE_Sign1 (RFC 9052 §4.2) over ``payload``; ``alg`` goes in the protected header."""
+    alg = _alg_for(key, alg, _SIGNATURE_ALGS)
+    _check_key_ops(key, CoseKeyOp.SIGN)
+    ph = _protected(alg)
+    to_be_signed = cbor.dumps(["Signature1", ph, external_aad, payload])
+    signature = algorithm_implementation(alg).sign(key, to_be_signed)
+    return cbor.dumps(cbor.CBORTag(CoseTag.SIGN1, [ph, _unprotected(key, include_kid), payload, signature]))
+
+
+def mac0(
+    payload: bytes,
+    key: CoseKey,
+    *,
+    alg: CoseAlgorithm | None = None,
+    include_kid: bool = True,
+    external_aad: bytes = b"",
+) -> bytes:
+    """Create a tagged COSE_Mac0 (RFC 9052 §6.2) over ``payload``."""
+    alg = _alg_for(key, alg, _MAC_ALGS)
+    _check_key_ops(key, CoseKeyOp.MAC_CREATE)
+    ph = _protected(alg)
+    tag = algorithm_implementation(alg).compute_tag(key, cbor.dumps(["MAC0", ph, external_aad, payload]))
+    return cbor.dumps(cbor.CBORTag(CoseTag.MAC0, [ph, _unprotected(key, include_kid), payload, tag]))
+
+
+def encrypt0(
+    payload: bytes,
+    key: CoseKey,
+    *,
+    alg: CoseAlgorithm | None = None,
+    include_kid: bool = True,
+    iv: bytes | None = None,
+    external_aad: bytes = b"",
+    tagged: bool = True,
+) -> bytes | list[Any]:
+    """Create a COSE_Encrypt0 (RFC 9052 §5.2). ``iv`` defaults to fresh random bytes of the algorithm's nonce size.
+
+    With ``tagged=False`` the untagged array is returned (as used inside ``Encrypted_COSE_Key``, RFC 8747 §3.3).
+    """
+    alg = _alg_for(key, alg, frozenset(_AEAD_NONCE_LENGTH))
+    _check_key_ops(key, CoseKeyOp.ENCRYPT)
+    nonce_len = _AEAD_NONCE_LENGTH[alg]
+    if iv is None:
+        iv = os.urandom(nonce_len)
+    elif len(iv) != nonce_len:
+        raise ValueError(f"{alg.name} needs a {nonce_len}-byte IV")
+    ph = _protected(alg)
+    aad = cbor.dumps(["Encrypt0", ph, external_aad])
+    ciphertext = algorithm_implementation(alg).encrypt(key, iv, payload, aad)
+    uh = _unprotected(key, include_kid)
+    uh[CoseHeader.IV] = iv
+    body = [ph, uh, ciphertext]
+    return cbor.dumps(cbor.CBORTag(CoseTag.ENCRYPT0, body)) if tagged else body
+
+
+# --------------------------------------------------------------------------------------------------------------
+# decoding and verification
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CoseObject:
+    """A structurally valid, not yet verified COSE_Sign1 / COSE_Mac0 / COSE_Encrypt0."""
+
+    tag: CoseTag
+    protected_bytes: bytes
+    protected: Mapping[int, Any]
+    unprotected: Mapping[int, Any]
+    payload: bytes | None  # the ciphertext for Encrypt0
+    signature_or_tag: bytes | None  # None for Encrypt0
+
+    @property
+    def alg(self) -> int:
+        """The algorithm from the protected header."""
+        return int(self.protected[CoseHeader.ALG])
+
+    @property
+    def kid(self) -> bytes | None:
+        """The ``kid`` header parameter, protected or not."""
+        kid = self.protected.get(CoseHeader.KID, self.unprotected.get(CoseHeader.KID))
+        return kid if isinstance(kid, bytes) else None
+
+
+def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged: CoseTag | None = None) -> CoseObject:
+    """Parse a tagged COSE object (a CWT tag 61 around it is stripped, RFC 8392 §7.2).
+
+    :param untagged: accept an untagged array of this type (e.g. an ``Encrypted_COSE_Key``).
+    :raises TokenMalformed: not a COSE_Sign1/Mac0/Encrypt0, or its headers are malformed (RFC 9052 §3).
+    """
+    try:
+        obj = cbor.loads(bytes(data), max_size=max_size) if isinstance(data, bytes | bytearray) else data
+    except WireFormatError as exc:
+        raise TokenMalformed(f"not CBOR: {exc.detail}") from exc
+    if isinstance(obj, cbor.CBORTag) and obj.tag == CoseTag.CWT:
+        obj = obj.value
+    if isinstance(obj, cbor.CBORTag):
+        if obj.tag not in (CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0):
+            raise TokenMalformed(f"unsupported COSE tag {obj.tag}")
+        tag, body = CoseTag(obj.tag), obj.value
+    elif untagged is not None:
+        tag, body = untagged, obj
+    else:
+        raise TokenMalformed("not a tagged COSE object")
+    expected_len = 3 if tag == CoseTag.ENCRYPT0 else 4
+    if not isinstance(body, list) or len(body) != expected_len:
+        raise TokenMalformed("COSE structure has the wrong shape")
+    ph, uh, payload = body[0], body[1], body[2]
+    if type(ph) is not bytes or not isinstance(uh, dict) or type(payload) is not bytes:
+        raise TokenMalformed("COSE headers or payload have the wrong type (detached payloads are not supported)")
+    signature = body[3] if expected_len == 4 else None
+    if expected_len == 4 and type(signature) is not bytes:
+        raise TokenMalformed("signature/tag must be a byte string")
+    try:
+        protected = cbor.loads(ph, max_size=max_size) if ph else {}
+    except WireFormatError as exc:
+        raise TokenMalformed("protected header is not CBOR") from exc
+    if not isinstance(protected, dict):
+        raise TokenMalformed("protected header is not a map")
+    if set(protected) & set(uh):
+        raise TokenMalformed("a header label appears both protected and unprotected (RFC 9052 §3)")
+    if type(protected.get(CoseHeader.ALG)) is not int:
+        raise TokenMalformed("alg must be an integer in the protected header")
+    crit = protected.get(CoseHeader.CRIT)
+    if crit is not None:
+        if not isinstance(crit, list) or not crit or any(c not in _KNOWN_HEADERS for c in crit):
+            raise TokenMalformed("unknown critical header parameter (RFC 9052 §3.1)")
+    kid = protected.get(CoseHeader.KID, uh.get(CoseHeader.KID))
+    if kid is not None and type(kid) is not bytes:
+        raise TokenMalformed("kid must be a byte string")
+    return CoseObject(tag, ph, protected, uh, payload, signature)
+
+
+def verify(
+    data: bytes | CoseObject,
+    keys: KeyResolver,
+    *,
+    max_size: int = cbor.DEFAULT_MAX_SIZE,
+    external_aad: bytes = b"",
+) -> tuple[bytes, CoseObject, CoseKey]:
+    """Verify the signature or MAC, or decrypt; return ``(payload, object, key)``.
+
+    :raises TokenMalformed: the bytes are not a COSE object.
+    :raises SecurityWrapperFailed: no key verifies it (unknown kid, bad signature/MAC, decryption failure,
+        algorithm not allowed). The cause is in ``detail`` only.
+    """
+    obj = data if isinstance(data, CoseObject) else decode(data, max_size=max_size)
+    alg = obj.alg
+    candidates = list(keys.resolve(obj.kid, alg))
+    if not candidates:
+        raise SecurityWrapperFailed(f"no key for kid={obj.kid!r} alg={alg}")
+    impl = algorithm_implementation(alg) if alg in CoseAlgorithm._value2member_map_ else None
+    if impl is None:
+        raise SecurityWrapperFailed(f"unsupported algorithm {alg}")
+    if obj.tag == CoseTag.SIGN1 and alg in _SIGNATURE_ALGS:
+        tbs = cbor.dumps(["Signature1", obj.protected_bytes, external_aad, obj.payload])
+        for key in candidates:
+            if impl.verify(key, tbs, obj.signature_or_tag):
+                return obj.payload, obj, key  # type: ignore[return-value]
+        raise SecurityWrapperFailed("signature does not verify")
+    if obj.tag == CoseTag.MAC0 and alg in _MAC_ALGS:
+        tbm = cbor.dumps(["MAC0", obj.protected_bytes, external_aad, obj.payload])
+        for key in candidates:
+            if impl.verify_tag(key, obj.signature_or_tag, tbm):
+                return obj.payload, obj, key  # type: ignore[return-value]
+        raise SecurityWrapperFailed("MAC does not verify")
+    if obj.tag == CoseTag.ENCRYPT0 and alg in _AEAD_NONCE_LENGTH:
+        iv = obj.unprotected.get(CoseHeader.IV)
+        if type(iv) is not bytes or len(iv) != _AEAD_NONCE_LENGTH[CoseAlgorithm(alg)]:
+            raise TokenMalformed("missing IV or IV of the wrong length for the algorithm")
+        aad = cbor.dumps(["Encrypt0", obj.protected_bytes, external_aad])
+        for key in candidates:
+            try:
+                plaintext = impl.decrypt(key, iv, obj.payload, aad)
+            except (InvalidTag, ValueError):
+                continue
+            return plaintext, obj, key
+        raise SecurityWrapperFailed("decryption failed")
+    raise SecurityWrapperFailed(f"algorithm {alg} not allowed for COSE tag {obj.tag}")

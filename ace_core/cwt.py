@@ -1,0 +1,298 @@
+"""CBOR Web Tokens (RFC 8392) as ACE access tokens: issue and verify.
+
+:func:`issue` protects a :class:`Claims` set as COSE_Sign1, COSE_Mac0, COSE_Encrypt0, or a COSE_Sign1 nested in a
+COSE_Encrypt0. :func:`verify` follows RFC 8392 §7.2 and then checks the claims in the RFC 9200 §5.10.1.1
+priority order, raising the :class:`~ace_core.errors.TokenRejected` subclass whose ``status`` is the code the
+resource server must answer with:
+
+================================  ==========================  ======
+check (in this order)             error                       status
+================================  ==========================  ======
+payload is not a COSE token       TokenMalformed              4.00
+signature / MAC / decryption      SecurityWrapperFailed       4.01
+claims are not a CBOR map         ClaimsUnavailable           4.00
+``iss``                           IssuerMismatch              4.01
+``exp`` / ``nbf``                 TokenExpired                4.01
+``aud``                           AudienceMismatch            4.03
+``scope``                         ScopeNotRecognized          4.00
+``cnonce`` (RFC 9200 §5.3.1)      CnonceInvalid               4.01
+================================  ==========================  ======
+
+Time is a parameter: ``now`` (seconds since the epoch, or ``None`` for a device without a clock, which must
+then rely on ``exi``, RFC 9200 §5.10.3) and ``leeway``. Nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ace_core import cbor, cose
+from ace_core.errors import (
+    AudienceMismatch,
+    ClaimsUnavailable,
+    CnonceInvalid,
+    IssuerMismatch,
+    ScopeNotRecognized,
+    TokenExpired,
+    TokenMalformed,
+    WireFormatError,
+)
+from ace_core.keys import CoseKey
+from ace_core.pop import Confirmation
+from ace_core.registry import CoseAlgorithm, CoseTag, CwtClaim
+
+__all__ = ["Claims", "VerifiedToken", "issue", "verify", "verify_token"]
+
+_COSE_TAGS = frozenset({CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0})
+#: RFC 8392 §7.2 step 7 allows nesting; two layers (Sign1 inside Encrypt0) is all ACE needs.
+MAX_NESTING = 2
+
+
+def _is_int(v: object) -> bool:
+    return type(v) is int
+
+
+def _is_numeric_date(v: object) -> bool:
+    return type(v) in (int, float)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claims:
+    """A CWT claims set (RFC 8392 §3-§4, RFC 8747 §3.1, RFC 9200 §5.10).
+
+    ``aud`` is a text string; an array of text strings is accepted too. NumericDates are int or float, never
+    tagged (RFC 8392 §2, §5). Unknown claims are kept in ``extra`` (RFC 8392 §3 says they MUST be ignored).
+    """
+
+    iss: str | None = None
+    sub: str | None = None
+    aud: str | tuple[str, ...] | None = None
+    exp: int | float | None = None
+    nbf: int | float | None = None
+    iat: int | float | None = None
+    cti: bytes | None = None
+    cnf: Confirmation | None = None
+    scope: str | bytes | None = None
+    ace_profile: int | None = None
+    cnonce: bytes | None = None
+    exi: int | None = None
+    extra: Mapping[int | str, Any] = field(default_factory=dict)
+
+    def to_cbor_map(self) -> dict[int | str, Any]:
+        """The claims map with integer keys, in claim-key order."""
+        m: dict[int | str, Any] = {}
+        if self.iss is not None:
+            m[CwtClaim.ISS] = self.iss
+        if self.sub is not None:
+            m[CwtClaim.SUB] = self.sub
+        if self.aud is not None:
+            m[CwtClaim.AUD] = self.aud if isinstance(self.aud, str) else list(self.aud)
+        if self.exp is not None:
+            m[CwtClaim.EXP] = self.exp
+        if self.nbf is not None:
+            m[CwtClaim.NBF] = self.nbf
+        if self.iat is not None:
+            m[CwtClaim.IAT] = self.iat
+        if self.cti is not None:
+            m[CwtClaim.CTI] = self.cti
+        if self.cnf is not None:
+            m[CwtClaim.CNF] = self.cnf.to_cbor_map()
+        if self.scope is not None:
+            m[CwtClaim.SCOPE] = self.scope
+        if self.ace_profile is not None:
+            m[CwtClaim.ACE_PROFILE] = self.ace_profile
+        if self.cnonce is not None:
+            m[CwtClaim.CNONCE] = self.cnonce
+        if self.exi is not None:
+            m[CwtClaim.EXI] = self.exi
+        m.update(self.extra)
+        return m
+
+    def to_cbor(self) -> bytes:
+        """The CBOR-encoded claims set (the COSE payload)."""
+        return cbor.dumps(self.to_cbor_map())
+
+    @classmethod
+    def from_cbor_map(cls, m: object) -> Claims:
+        """Decode a claims map; :raises WireFormatError: wrong claim types."""
+        if not isinstance(m, dict):
+            raise WireFormatError("claims set must be a map")
+        values: dict[str, Any] = {}
+        extra: dict[int | str, Any] = {}
+        for key, value in m.items():
+            if type(key) is int and key in CwtClaim._value2member_map_:
+                values[CwtClaim(key).name.lower()] = value
+            elif type(key) in (int, str):
+                extra[key] = value
+            else:
+                raise WireFormatError("claim keys must be integers or text")
+        for name in ("iss", "sub"):
+            if name in values and type(values[name]) is not str:
+                raise WireFormatError(f"{name} must be a text string")
+        aud = values.get("aud")
+        if aud is not None:
+            if isinstance(aud, list) and aud and all(type(a) is str for a in aud):
+                values["aud"] = tuple(aud)
+            elif type(aud) is not str:
+                raise WireFormatError("aud must be a text string")
+        for name in ("exp", "nbf", "iat"):
+            if name in values and not _is_numeric_date(values[name]):
+                raise WireFormatError(f"{name} must be an untagged NumericDate")
+        for name in ("cti", "cnonce"):
+            if name in values and type(values[name]) is not bytes:
+                raise WireFormatError(f"{name} must be a byte string")
+        if "scope" in values and type(values["scope"]) not in (str, bytes):
+            raise WireFormatError("scope must be a text or byte string")
+        if "ace_profile" in values and not _is_int(values["ace_profile"]):
+            raise WireFormatError("ace_profile must be an integer")
+        if "exi" in values and not (_is_int(values["exi"]) and values["exi"] >= 0):
+            raise WireFormatError("exi must be an unsigned integer")
+        if "cnf" in values:
+            values["cnf"] = Confirmation.from_cbor_map(values["cnf"])
+        return cls(**values, extra=extra)
+
+    @classmethod
+    def from_cbor(cls, data: bytes, *, max_size: int = cbor.DEFAULT_MAX_SIZE) -> Claims:
+        """Decode CBOR claims bytes."""
+        return cls.from_cbor_map(cbor.loads(data, max_size=max_size))
+
+    def audiences(self) -> tuple[str, ...]:
+        """``aud`` as a tuple (empty when absent)."""
+        if self.aud is None:
+            return ()
+        return (self.aud,) if isinstance(self.aud, str) else self.aud
+
+
+def issue(
+    claims: Claims,
+    *,
+    sign_key: CoseKey | None = None,
+    mac_key: CoseKey | None = None,
+    encrypt_key: CoseKey | None = None,
+    alg: CoseAlgorithm | None = None,
+    encrypt_alg: CoseAlgorithm | None = None,
+    cwt_tag: bool = False,
+) -> bytes:
+    """Protect ``claims`` and return the token bytes.
+
+    * ``sign_key`` -> COSE_Sign1; ``mac_key`` -> COSE_Mac0; ``encrypt_key`` -> COSE_Encrypt0;
+    * ``sign_key`` + ``encrypt_key`` -> COSE_Sign1 nested in COSE_Encrypt0 (RFC 8392 A.6 form).
+
+    ``alg`` selects the signature/MAC/AEAD algorithm when the key does not name one; ``encrypt_alg`` the AEAD
+    of the outer layer of a nested token. ``cwt_tag`` wraps the result in CWT tag 61 (RFC 8392 §6); RFC 9770
+    §3 requires it for tokens that may be revoked.
+    """
+    if (mac_key is not None and (sign_key or encrypt_key)) or not (sign_key or mac_key or encrypt_key):
+        raise ValueError("pass one of sign_key, mac_key, encrypt_key, or sign_key + encrypt_key")
+    payload = claims.to_cbor()
+    if sign_key is not None:
+        token = cose.sign1(payload, sign_key, alg=alg)
+        if encrypt_key is not None:
+            token = _encrypt0_bytes(token, encrypt_key, encrypt_alg)
+    elif mac_key is not None:
+        token = cose.mac0(payload, mac_key, alg=alg)
+    else:
+        assert encrypt_key is not None
+        token = _encrypt0_bytes(payload, encrypt_key, alg)
+    if cwt_tag:
+        token = b"\xd8\x3d" + token  # tag 61 head (RFC 8949 §3.4: major type 6, one-byte argument 61)
+    return token
+
+
+def _encrypt0_bytes(payload: bytes, key: CoseKey, alg: CoseAlgorithm | None) -> bytes:
+    out = cose.encrypt0(payload, key, alg=alg)
+    assert isinstance(out, bytes)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """The result of :func:`verify_token`: the claims plus how the token was protected."""
+
+    claims: Claims
+    layers: tuple[cose.CoseObject, ...]  # outermost first
+    keys: tuple[CoseKey, ...]  # the key that opened each layer
+
+
+def verify_token(
+    token: bytes,
+    keys: cose.KeyResolver,
+    *,
+    now: float | None,
+    audience: str | Collection[str] | None,
+    issuer: str | None = None,
+    leeway: float = 0,
+    require_expiry: bool = True,
+    accept_scope: Callable[[str | bytes | None], bool] | None = None,
+    accept_cnonce: Callable[[bytes | None], bool] | None = None,
+    max_size: int = cbor.DEFAULT_MAX_SIZE,
+) -> VerifiedToken:
+    """Verify ``token`` and its claims (see the module table for the order and the errors).
+
+    :param keys: the keys this RS holds for its AS (shared AES/HMAC keys and/or the AS's public keys).
+    :param now: current time in seconds since the epoch, or ``None`` on a clockless device (``exp``/``nbf`` are
+        then not checked and, with ``require_expiry``, the token must carry ``exi``).
+    :param audience: the audience(s) this RS identifies with; ``None`` skips the check (only for tools).
+    :param issuer: when given, ``iss`` must be present and equal.
+    :param leeway: allowed clock skew in seconds for ``exp``/``nbf``.
+    :param require_expiry: refuse tokens with neither ``exp`` nor ``exi`` (a token that never expires).
+    :param accept_scope: returns whether this RS recognises the ``scope`` claim (``None`` if absent).
+    :param accept_cnonce: when set, the RS uses cnonce (RFC 9200 §5.3.1): returns whether it is fresh.
+    """
+    layers: list[cose.CoseObject] = []
+    used: list[CoseKey] = []
+    data: bytes = token
+    while True:
+        if len(layers) == MAX_NESTING:
+            raise TokenMalformed("COSE nesting too deep")
+        payload, obj, key = cose.verify(data, keys, max_size=max_size)
+        layers.append(obj)
+        used.append(key)
+        if _starts_with_cose_tag(payload):
+            data = payload
+            continue
+        break
+    try:
+        claims = Claims.from_cbor(payload, max_size=max_size)
+    except WireFormatError as exc:
+        raise ClaimsUnavailable(f"claims: {exc.detail}") from exc
+
+    # RFC 9200 §5.10.1.1 priority order: iss, exp, aud, scope.
+    if issuer is not None and claims.iss != issuer:
+        raise IssuerMismatch(f"iss {claims.iss!r} is not {issuer!r}")
+    if now is not None:
+        if claims.exp is not None and not now < claims.exp + leeway:
+            raise TokenExpired(f"expired at {claims.exp}, now {now}")
+        if claims.nbf is not None and now + leeway < claims.nbf:
+            raise TokenExpired(f"not valid before {claims.nbf}, now {now}")
+    if require_expiry:
+        has_expiry = claims.exi is not None or (now is not None and claims.exp is not None)
+        if not has_expiry:
+            raise TokenExpired("token carries no usable expiry (exp with a clock, or exi)")
+    if audience is not None:
+        wanted = {audience} if isinstance(audience, str) else set(audience)
+        if not wanted.intersection(claims.audiences()):
+            raise AudienceMismatch(f"aud {claims.aud!r} not in {sorted(wanted)}")
+    if accept_scope is not None and not accept_scope(claims.scope):
+        raise ScopeNotRecognized(f"scope {claims.scope!r} not recognised")
+    if accept_cnonce is not None and not accept_cnonce(claims.cnonce):
+        raise CnonceInvalid("cnonce missing or not fresh")
+    return VerifiedToken(claims, tuple(layers), tuple(used))
+
+
+def verify(token: bytes, keys: cose.KeyResolver, **kwargs: Any) -> Claims:
+    """:func:`verify_token`, returning only the claims."""
+    return verify_token(token, keys, **kwargs).claims
+
+
+def _starts_with_cose_tag(payload: bytes) -> bool:
+    # RFC 8392 §7.2 step 7: a payload that is itself a tagged COSE message is a nested CWT.
+    # One-byte tag heads: 0xc0 + tag for tags < 24; tag 61 is 0xd8 0x3d.
+    if not payload:
+        return False
+    head = payload[0]
+    if head == 0xD8 and len(payload) > 1:
+        return payload[1] == CoseTag.CWT
+    return head - 0xC0 in _COSE_TAGS
