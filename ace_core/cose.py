@@ -284,18 +284,22 @@ def _alg_for(key: CoseKey, alg: CoseAlgorithm | None, allowed: frozenset[CoseAlg
 # creation
 # --------------------------------------------------------------------------------------------------------------
 
-_PROTECTED_CACHE: dict[int, bytes] = {}
+_PROTECTED_CACHE: dict[tuple[int, bytes | None], bytes] = {}
 
 
-def _protected(alg: CoseAlgorithm) -> bytes:
-    ph = _PROTECTED_CACHE.get(alg)
+def _protected(alg: CoseAlgorithm, kid: bytes | None) -> bytes:
+    # Every header parameter goes into the protected bucket and the unprotected map stays empty: a token's bytes
+    # then cannot be altered without breaking its signature/MAC/tag, as RFC 9770 §3 requires so that token hashes
+    # identify tokens. The encoded header depends only on (alg, kid), so it is cached.
+    ph = _PROTECTED_CACHE.get((alg, kid))
     if ph is None:
-        ph = _PROTECTED_CACHE[alg] = cbor.dumps({CoseHeader.ALG: int(alg)})
+        header: dict[int, Any] = {CoseHeader.ALG: int(alg)}
+        if kid is not None:
+            header[CoseHeader.KID] = kid
+        ph = cbor.dumps(header)
+        if len(_PROTECTED_CACHE) < 1024:
+            _PROTECTED_CACHE[(alg, kid)] = ph
     return ph
-
-
-def _unprotected(key: CoseKey, include_kid: bool) -> dict[int, Any]:
-    return {CoseHeader.KID: key.kid} if include_kid and key.kid is not None else {}
 
 
 def sign1(
@@ -306,13 +310,13 @@ def sign1(
     include_kid: bool = True,
     external_aad: bytes = b"",
 ) -> bytes:
-    """Create a tagged COSE_Sign1 (RFC 9052 §4.2) over ``payload``; ``alg`` goes in the protected header."""
+    """Create a tagged COSE_Sign1 (RFC 9052 §4.2) over ``payload``; ``alg`` and ``kid`` are protected."""
     alg = _alg_for(key, alg, _SIGNATURE_ALGS)
     _check_key_ops(key, CoseKeyOp.SIGN)
-    ph = _protected(alg)
+    ph = _protected(alg, key.kid if include_kid else None)
     to_be_signed = cbor.dumps(["Signature1", ph, external_aad, payload])
     signature = algorithm_implementation(alg).sign(key, to_be_signed)
-    return cbor.dumps(cbor.CBORTag(CoseTag.SIGN1, [ph, _unprotected(key, include_kid), payload, signature]))
+    return cbor.dumps(cbor.CBORTag(CoseTag.SIGN1, [ph, {}, payload, signature]))
 
 
 def mac0(
@@ -323,12 +327,12 @@ def mac0(
     include_kid: bool = True,
     external_aad: bytes = b"",
 ) -> bytes:
-    """Create a tagged COSE_Mac0 (RFC 9052 §6.2) over ``payload``."""
+    """Create a tagged COSE_Mac0 (RFC 9052 §6.2) over ``payload``; ``alg`` and ``kid`` are protected."""
     alg = _alg_for(key, alg, _MAC_ALGS)
     _check_key_ops(key, CoseKeyOp.MAC_CREATE)
-    ph = _protected(alg)
+    ph = _protected(alg, key.kid if include_kid else None)
     tag = algorithm_implementation(alg).compute_tag(key, cbor.dumps(["MAC0", ph, external_aad, payload]))
-    return cbor.dumps(cbor.CBORTag(CoseTag.MAC0, [ph, _unprotected(key, include_kid), payload, tag]))
+    return cbor.dumps(cbor.CBORTag(CoseTag.MAC0, [ph, {}, payload, tag]))
 
 
 def encrypt0(
@@ -341,9 +345,10 @@ def encrypt0(
     external_aad: bytes = b"",
     tagged: bool = True,
 ) -> bytes | list[Any]:
-    """Create a COSE_Encrypt0 (RFC 9052 §5.2). ``iv`` defaults to fresh random bytes of the algorithm's nonce size.
+    """Create a COSE_Encrypt0 (RFC 9052 §5.2) with ``alg``, ``kid`` and the IV protected.
 
-    With ``tagged=False`` the untagged array is returned (as used inside ``Encrypted_COSE_Key``, RFC 8747 §3.3).
+    ``iv`` defaults to fresh random bytes of the algorithm's nonce size. With ``tagged=False`` the untagged
+    array is returned (as used inside ``Encrypted_COSE_Key``, RFC 8747 §3.3).
     """
     alg = _alg_for(key, alg, frozenset(_AEAD_NONCE_LENGTH))
     _check_key_ops(key, CoseKeyOp.ENCRYPT)
@@ -352,12 +357,14 @@ def encrypt0(
         iv = os.urandom(nonce_len)
     elif len(iv) != nonce_len:
         raise ValueError(f"{alg.name} needs a {nonce_len}-byte IV")
-    ph = _protected(alg)
+    header: dict[int, Any] = {CoseHeader.ALG: int(alg)}
+    if include_kid and key.kid is not None:
+        header[CoseHeader.KID] = key.kid
+    header[CoseHeader.IV] = iv
+    ph = cbor.dumps(header)
     aad = cbor.dumps(["Encrypt0", ph, external_aad])
     ciphertext = algorithm_implementation(alg).encrypt(key, iv, payload, aad)
-    uh = _unprotected(key, include_kid)
-    uh[CoseHeader.IV] = iv
-    body = [ph, uh, ciphertext]
+    body = [ph, {}, ciphertext]
     return cbor.dumps(cbor.CBORTag(CoseTag.ENCRYPT0, body)) if tagged else body
 
 
@@ -472,7 +479,7 @@ def verify(
                 return obj.payload, obj, key  # type: ignore[return-value]
         raise SecurityWrapperFailed("MAC does not verify")
     if obj.tag == CoseTag.ENCRYPT0 and alg in _AEAD_NONCE_LENGTH:
-        iv = obj.unprotected.get(CoseHeader.IV)
+        iv = obj.protected.get(CoseHeader.IV, obj.unprotected.get(CoseHeader.IV))
         if type(iv) is not bytes or len(iv) != _AEAD_NONCE_LENGTH[CoseAlgorithm(alg)]:
             raise TokenMalformed("missing IV or IV of the wrong length for the algorithm")
         aad = cbor.dumps(["Encrypt0", obj.protected_bytes, external_aad])

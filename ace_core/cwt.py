@@ -40,6 +40,7 @@ from ace_core.errors import (
     WireFormatError,
 )
 from ace_core.keys import CoseKey
+from ace_core.keys import is_int as _is_int
 from ace_core.pop import Confirmation
 from ace_core.registry import CoseAlgorithm, CoseTag, CwtClaim
 
@@ -48,10 +49,6 @@ __all__ = ["Claims", "VerifiedToken", "issue", "verify", "verify_token"]
 _COSE_TAGS = frozenset({CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0})
 #: RFC 8392 §7.2 step 7 allows nesting; two layers (Sign1 inside Encrypt0) is all ACE needs.
 MAX_NESTING = 2
-
-
-def _is_int(v: object) -> bool:
-    return type(v) is int
 
 
 def _is_numeric_date(v: object) -> bool:
@@ -122,9 +119,9 @@ class Claims:
         values: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for key, value in m.items():
-            if type(key) is int and key in CwtClaim._value2member_map_:
+            if _is_int(key) and key in CwtClaim._value2member_map_:
                 values[CwtClaim(key).name.lower()] = value
-            elif type(key) in (int, str):
+            elif _is_int(key) or type(key) is str:
                 extra[key] = value
             else:
                 raise WireFormatError("claim keys must be integers or text")

@@ -92,6 +92,14 @@ _DEFAULT_ALG_FOR_CURVE = {
 }
 
 
+def is_int(value: object) -> bool:
+    """True for integers (IntEnum members included) but not for ``bool``, which CBOR keeps distinct."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_is_int = is_int
+
+
 def b64url_encode(data: bytes) -> str:
     """base64url without padding (RFC 4648 §5, as JOSE and ACE JSON use it)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -255,7 +263,7 @@ class CoseKey:
             raise WireFormatError("COSE_Key must be a map")
         m = dict(m)
         kty = m.pop(CoseKeyParam.KTY, None)
-        if type(kty) is not int or kty not in CoseKeyType._value2member_map_:
+        if not _is_int(kty) or kty not in CoseKeyType._value2member_map_:
             raise WireFormatError(f"unsupported or missing kty {kty!r}")
         kty = CoseKeyType(kty)
 
@@ -267,11 +275,11 @@ class CoseKey:
 
         kid = take(CoseKeyParam.KID, bytes)
         alg = m.pop(CoseKeyParam.ALG, None)
-        if alg is not None and type(alg) is not int:
+        if alg is not None and not _is_int(alg):
             raise WireFormatError("alg must be an integer")  # text algorithm names are not used by ACE
         key_ops = m.pop(CoseKeyParam.KEY_OPS, None)
         if key_ops is not None:
-            if not isinstance(key_ops, list) or not all(type(o) is int for o in key_ops):
+            if not isinstance(key_ops, list) or not all(_is_int(o) for o in key_ops):
                 raise WireFormatError("key_ops must be an array of integers")
             key_ops = tuple(key_ops)
         if kty == CoseKeyType.SYMMETRIC:
@@ -285,7 +293,7 @@ class CoseKey:
                 extra=m,
             )
         crv = m.pop(CoseKeyParam.CRV, None)
-        if type(crv) is not int:
+        if not _is_int(crv):
             raise WireFormatError("crv must be an integer")
         x = take(CoseKeyParam.X, bytes)
         y = m.pop(CoseKeyParam.Y, None) if kty == CoseKeyType.EC2 else None

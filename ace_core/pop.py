@@ -15,6 +15,7 @@ from typing import Any
 from ace_core import cbor, cose
 from ace_core.errors import WireFormatError
 from ace_core.keys import CoseKey, b64url_decode, b64url_encode
+from ace_core.keys import is_int as _is_int
 from ace_core.registry import ConfirmationMethod, CoseAlgorithm, CoseTag, OscoreInputMaterial
 
 __all__ = ["Confirmation", "OscoreMaterial", "decrypt_cose_key", "encrypt_cose_key"]
@@ -67,18 +68,18 @@ class OscoreMaterial:
         values: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for label, value in m.items():
-            if type(label) is int and label in OscoreInputMaterial._value2member_map_:
+            if _is_int(label) and label in OscoreInputMaterial._value2member_map_:
                 name = OscoreInputMaterial(label)
                 if name in _OSC_BYTES:
                     ok = type(value) is bytes
                 elif name == OscoreInputMaterial.VERSION:
-                    ok = type(value) is int and value >= 0
+                    ok = _is_int(value) and value >= 0
                 else:  # hkdf, alg
-                    ok = type(value) in (int, str)
+                    ok = _is_int(value) or type(value) is str
                 if not ok:
                     raise WireFormatError(f"OSCORE_Input_Material {name.name.lower()} has the wrong type")
                 values[_attr(name)] = value
-            elif type(label) in (int, str):
+            elif _is_int(label) or type(label) is str:
                 extra[label] = value
             else:
                 raise WireFormatError("OSCORE_Input_Material labels must be int or text")
@@ -105,7 +106,7 @@ class OscoreMaterial:
         for k, v in obj.items():
             label = by_name.get(k)
             if label is None:
-                m[k] = v
+                m[int(k) if k.lstrip("-").isdigit() else k] = v  # JSON object keys are text
             else:
                 m[int(label)] = b64url_decode(v) if label in _OSC_BYTES else v
         return cls.from_cbor_map(m)
@@ -152,8 +153,8 @@ class Confirmation:
         """Decode a ``cnf`` map; :raises WireFormatError: malformed or not exactly one key."""
         if not isinstance(m, dict):
             raise WireFormatError("cnf must be a map")
-        extra = {k: v for k, v in m.items() if not (type(k) is int and k in ConfirmationMethod._value2member_map_)}
-        if any(type(k) is not int for k in extra):
+        extra = {k: v for k, v in m.items() if not (_is_int(k) and k in ConfirmationMethod._value2member_map_)}
+        if not all(_is_int(k) for k in extra):
             raise WireFormatError("cnf labels must be integers")
         cose_key = m.get(ConfirmationMethod.COSE_KEY)
         enc = m.get(ConfirmationMethod.ENCRYPTED_COSE_KEY)
