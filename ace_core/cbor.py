@@ -8,6 +8,7 @@ are refused with :class:`~ace_core.errors.PayloadTooLarge` before a single byte 
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import cbor2
 
 from ace_core.errors import PayloadTooLarge, WireFormatError
 
-__all__ = ["DEFAULT_MAX_SIZE", "CBORTag", "dumps", "loads"]
+__all__ = ["DEFAULT_MAX_SIZE", "CBORTag", "bstr", "dumps", "head", "loads", "tstr"]
 
 #: Default upper bound on the size of a CBOR payload accepted from the network (bytes). Large enough for any
 #: ACE message with a signed token; small enough that a constrained peer cannot be made to allocate much.
@@ -24,14 +25,57 @@ DEFAULT_MAX_SIZE = 8192
 CBORTag = cbor2.CBORTag
 
 
+_local = threading.local()
+
+
 def dumps(obj: Any) -> bytes:
-    """Encode ``obj`` as CBOR. Maps keep the insertion order the caller chose (messages insert ascending keys)."""
-    return cbor2.dumps(obj)
+    """Encode ``obj`` as CBOR. Maps keep the insertion order the caller chose (messages insert ascending keys).
+
+    The encoder object is reused per thread: creating one costs more than encoding a whole claims set.
+    """
+    encoder = getattr(_local, "encoder", None)
+    if encoder is None:
+        encoder = _local.encoder = cbor2.CBOREncoder(io.BytesIO())
+    fp = io.BytesIO()
+    encoder.fp = fp
+    try:
+        encoder.encode(obj)
+    except BaseException:
+        _local.encoder = None  # never reuse an encoder left mid-structure by an error
+        raise
+    return fp.getvalue()
+
+
+def head(major: int, argument: int) -> bytes:
+    """The initial byte(s) of a data item (RFC 8949 §3): major type and argument, in preferred (shortest) form."""
+    if argument < 24:
+        return bytes((major << 5 | argument,))
+    if argument < 0x100:
+        return bytes((major << 5 | 24, argument))
+    if argument < 0x10000:
+        return bytes((major << 5 | 25,)) + argument.to_bytes(2, "big")
+    if argument < 0x100000000:
+        return bytes((major << 5 | 26,)) + argument.to_bytes(4, "big")
+    return bytes((major << 5 | 27,)) + argument.to_bytes(8, "big")
+
+
+def bstr(data: bytes) -> bytes:
+    """``data`` encoded as a CBOR byte string. Used to assemble fixed COSE structures without an encoder object
+    (cbor2 builds a new encoder per ``dumps`` call, which costs more than the bytes it writes)."""
+    n = len(data)
+    return (bytes((0x40 | n,)) if n < 24 else head(2, n)) + data
+
+
+def tstr(text: str) -> bytes:
+    """``text`` encoded as a CBOR text string."""
+    data = text.encode()
+    return head(3, len(data)) + data
 
 
 def _no_tags(decoder: Any, tag: cbor2.CBORTag) -> Any:
-    # Unknown semantic tags are returned as CBORTag; known ones that cbor2 would interpret (datetime, bignum,
-    # regex, ...) are rejected in loads() because ACE never uses them on the wire.
+    # Tags cbor2 does not interpret itself come back as CBORTag objects. Tags it does interpret (datetime,
+    # bignum, ...) come back as Python objects; the message codecs type-check every field, so such values are
+    # refused where ACE expects something else (e.g. a tag-1 datetime where RFC 8392 §2 wants a plain number).
     return tag
 
 

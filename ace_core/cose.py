@@ -24,6 +24,7 @@ import hmac
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -57,34 +58,35 @@ _PycoseAlgorithm: Any = _pycose_algorithms.CoseAlgorithm
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _ec_private(key: Any, curve: ec.EllipticCurve) -> ec.EllipticCurvePrivateKey:
+def _ec_private(key: Any, curve: type[ec.EllipticCurve]) -> ec.EllipticCurvePrivateKey:
     if isinstance(key, CoseKey):
         sk = key.signing_key()
         if not isinstance(sk, ec.EllipticCurvePrivateKey):
             raise ValueError("not an EC2 key")
         return sk
-    return ec.derive_private_key(int.from_bytes(key.d, "big"), curve)  # a pycose EC2Key
+    return ec.derive_private_key(int.from_bytes(key.d, "big"), curve())  # a pycose EC2Key
 
 
-def _ec_public(key: Any, curve: ec.EllipticCurve) -> ec.EllipticCurvePublicKey:
+def _ec_public(key: Any, curve: type[ec.EllipticCurve]) -> ec.EllipticCurvePublicKey:
     if isinstance(key, CoseKey):
         pk = key.verifying_key()
         if not isinstance(pk, ec.EllipticCurvePublicKey):
             raise ValueError("not an EC2 key")
         return pk
-    return ec.EllipticCurvePublicNumbers(int.from_bytes(key.x, "big"), int.from_bytes(key.y, "big"), curve).public_key()
+    numbers = ec.EllipticCurvePublicNumbers(int.from_bytes(key.x, "big"), int.from_bytes(key.y, "big"), curve())
+    return numbers.public_key()
 
 
 class _CryptographyEcdsa:
     """ECDSA over ``cryptography``; COSE signatures are the fixed-size ``r || s`` (RFC 9053 §2.1)."""
 
     curve: type[ec.EllipticCurve]
-    hash_alg: type[hashes.HashAlgorithm]
+    signature_algorithm: ec.ECDSA
     size: int
 
     @classmethod
     def sign(cls, key: Any, data: bytes) -> bytes:
-        der = _ec_private(key, cls.curve()).sign(data, ec.ECDSA(cls.hash_alg()))
+        der = _ec_private(key, cls.curve).sign(data, cls.signature_algorithm)
         r, s = decode_dss_signature(der)
         return r.to_bytes(cls.size, "big") + s.to_bytes(cls.size, "big")
 
@@ -96,7 +98,7 @@ class _CryptographyEcdsa:
             int.from_bytes(signature[: cls.size], "big"), int.from_bytes(signature[cls.size :], "big")
         )
         try:
-            _ec_public(key, cls.curve()).verify(der, data, ec.ECDSA(cls.hash_alg()))
+            _ec_public(key, cls.curve).verify(der, data, cls.signature_algorithm)
         except InvalidSignature:
             return False
         return True
@@ -107,7 +109,7 @@ class Es256(_CryptographyEcdsa, _pycose_algorithms.Es256):
     """ES256 (ECDSA w/ SHA-256, P-256) via ``cryptography``. RFC 9053 §2.1."""
 
     curve = ec.SECP256R1
-    hash_alg = hashes.SHA256
+    signature_algorithm = ec.ECDSA(hashes.SHA256())
     size = 32
 
 
@@ -116,7 +118,7 @@ class Es384(_CryptographyEcdsa, _pycose_algorithms.Es384):
     """ES384 (ECDSA w/ SHA-384, P-384) via ``cryptography``. RFC 9053 §2.1."""
 
     curve = ec.SECP384R1
-    hash_alg = hashes.SHA384
+    signature_algorithm = ec.ECDSA(hashes.SHA384())
     size = 48
 
 
@@ -245,7 +247,7 @@ class KeySet:
     def resolve(self, kid: bytes | None, alg: int) -> Iterable[CoseKey]:
         """Keys with this ``kid`` (or all keys when the object names none) that may be used with ``alg``."""
         candidates = self.keys if kid is None else self._by_kid.get(kid, ())
-        return [k for k in candidates if _usable(k, alg)]
+        return [k for k in candidates if _usable(k, alg)]  # usually one key: cheaper than a cache lookup
 
 
 def _usable(key: CoseKey, alg: int) -> bool:
@@ -270,6 +272,8 @@ def _check_key_ops(key: CoseKey, op: CoseKeyOp) -> None:
 
 def _alg_for(key: CoseKey, alg: CoseAlgorithm | None, allowed: frozenset[CoseAlgorithm]) -> CoseAlgorithm:
     chosen = alg if alg is not None else key.alg
+    if isinstance(chosen, CoseAlgorithm) and chosen in allowed and _usable(key, chosen):
+        return chosen  # the common case, without re-deriving the enum member
     if chosen is None:
         raise ValueError("no algorithm: pass alg= or use a key that names its alg")
     if chosen not in allowed:
@@ -284,6 +288,19 @@ def _alg_for(key: CoseKey, alg: CoseAlgorithm | None, allowed: frozenset[CoseAlg
 # creation
 # --------------------------------------------------------------------------------------------------------------
 
+# The fixed COSE structures are assembled from CBOR heads directly (RFC 9052 §4.4, §5.3, §6.3; RFC 8949 §3):
+# they are small arrays of byte strings, and building them this way costs a fraction of a cbor2 encoder call.
+# tests/property/test_cose_encoding.py checks the bytes against cbor2 for arbitrary inputs.
+_SIG_CONTEXT = b"\x84" + cbor.tstr("Signature1")  # array(4), "Signature1"
+_MAC_CONTEXT = b"\x84" + cbor.tstr("MAC0")  # array(4), "MAC0"
+_ENC_CONTEXT = b"\x83" + cbor.tstr("Encrypt0")  # array(3), "Encrypt0"
+_SIGN1_HEAD = cbor.head(6, CoseTag.SIGN1) + b"\x84"
+_MAC0_HEAD = cbor.head(6, CoseTag.MAC0) + b"\x84"
+_ENCRYPT0_HEAD = cbor.head(6, CoseTag.ENCRYPT0) + b"\x83"
+_EMPTY_MAP = b"\xa0"
+_AEAD_ALGS = frozenset(_AEAD_NONCE_LENGTH)
+_ALG_KEY, _KID_KEY, _IV_KEY = int(CoseHeader.ALG), int(CoseHeader.KID), int(CoseHeader.IV)
+
 _PROTECTED_CACHE: dict[tuple[int, bytes | None], bytes] = {}
 
 
@@ -293,9 +310,9 @@ def _protected(alg: CoseAlgorithm, kid: bytes | None) -> bytes:
     # identify tokens. The encoded header depends only on (alg, kid), so it is cached.
     ph = _PROTECTED_CACHE.get((alg, kid))
     if ph is None:
-        header: dict[int, Any] = {CoseHeader.ALG: int(alg)}
+        header: dict[int, Any] = {_ALG_KEY: int(alg)}
         if kid is not None:
-            header[CoseHeader.KID] = kid
+            header[_KID_KEY] = kid
         ph = cbor.dumps(header)
         if len(_PROTECTED_CACHE) < 1024:
             _PROTECTED_CACHE[(alg, kid)] = ph
@@ -313,10 +330,10 @@ def sign1(
     """Create a tagged COSE_Sign1 (RFC 9052 §4.2) over ``payload``; ``alg`` and ``kid`` are protected."""
     alg = _alg_for(key, alg, _SIGNATURE_ALGS)
     _check_key_ops(key, CoseKeyOp.SIGN)
-    ph = _protected(alg, key.kid if include_kid else None)
-    to_be_signed = cbor.dumps(["Signature1", ph, external_aad, payload])
-    signature = algorithm_implementation(alg).sign(key, to_be_signed)
-    return cbor.dumps(cbor.CBORTag(CoseTag.SIGN1, [ph, {}, payload, signature]))
+    ph = cbor.bstr(_protected(alg, key.kid if include_kid else None))
+    body = cbor.bstr(payload)
+    signature = algorithm_implementation(alg).sign(key, _SIG_CONTEXT + ph + cbor.bstr(external_aad) + body)
+    return _SIGN1_HEAD + ph + _EMPTY_MAP + body + cbor.bstr(signature)
 
 
 def mac0(
@@ -330,9 +347,10 @@ def mac0(
     """Create a tagged COSE_Mac0 (RFC 9052 §6.2) over ``payload``; ``alg`` and ``kid`` are protected."""
     alg = _alg_for(key, alg, _MAC_ALGS)
     _check_key_ops(key, CoseKeyOp.MAC_CREATE)
-    ph = _protected(alg, key.kid if include_kid else None)
-    tag = algorithm_implementation(alg).compute_tag(key, cbor.dumps(["MAC0", ph, external_aad, payload]))
-    return cbor.dumps(cbor.CBORTag(CoseTag.MAC0, [ph, {}, payload, tag]))
+    ph = cbor.bstr(_protected(alg, key.kid if include_kid else None))
+    body = cbor.bstr(payload)
+    tag = algorithm_implementation(alg).compute_tag(key, _MAC_CONTEXT + ph + cbor.bstr(external_aad) + body)
+    return _MAC0_HEAD + ph + _EMPTY_MAP + body + cbor.bstr(tag)
 
 
 def encrypt0(
@@ -342,35 +360,47 @@ def encrypt0(
     alg: CoseAlgorithm | None = None,
     include_kid: bool = True,
     iv: bytes | None = None,
+    protect_iv: bool = True,
     external_aad: bytes = b"",
     tagged: bool = True,
 ) -> bytes | list[Any]:
-    """Create a COSE_Encrypt0 (RFC 9052 §5.2) with ``alg``, ``kid`` and the IV protected.
+    """Create a COSE_Encrypt0 (RFC 9052 §5.2) with ``alg`` and ``kid`` protected.
 
-    ``iv`` defaults to fresh random bytes of the algorithm's nonce size. With ``tagged=False`` the untagged
-    array is returned (as used inside ``Encrypted_COSE_Key``, RFC 8747 §3.3).
+    ``iv`` defaults to fresh random bytes of the algorithm's nonce size. It is protected too (RFC 9770 §3 wants
+    the unprotected map of a token empty); ``protect_iv=False`` puts it in the unprotected map instead, for
+    recipients whose COSE library looks for it only there (python-cwt 3.3 does). With ``tagged=False`` the
+    untagged array is returned (as used inside ``Encrypted_COSE_Key``, RFC 8747 §3.3).
     """
-    alg = _alg_for(key, alg, frozenset(_AEAD_NONCE_LENGTH))
+    alg = _alg_for(key, alg, _AEAD_ALGS)
     _check_key_ops(key, CoseKeyOp.ENCRYPT)
     nonce_len = _AEAD_NONCE_LENGTH[alg]
     if iv is None:
         iv = os.urandom(nonce_len)
     elif len(iv) != nonce_len:
         raise ValueError(f"{alg.name} needs a {nonce_len}-byte IV")
-    header: dict[int, Any] = {CoseHeader.ALG: int(alg)}
+    header: dict[int, Any] = {_ALG_KEY: int(alg)}
     if include_kid and key.kid is not None:
-        header[CoseHeader.KID] = key.kid
-    header[CoseHeader.IV] = iv
+        header[_KID_KEY] = key.kid
+    unprotected: dict[int, Any] = {}
+    (header if protect_iv else unprotected)[_IV_KEY] = iv
     ph = cbor.dumps(header)
-    aad = cbor.dumps(["Encrypt0", ph, external_aad])
+    aad = _ENC_CONTEXT + cbor.bstr(ph) + cbor.bstr(external_aad)
     ciphertext = algorithm_implementation(alg).encrypt(key, iv, payload, aad)
-    body = [ph, {}, ciphertext]
-    return cbor.dumps(cbor.CBORTag(CoseTag.ENCRYPT0, body)) if tagged else body
+    if not tagged:
+        return [ph, unprotected, ciphertext]
+    uh = cbor.dumps(unprotected) if unprotected else _EMPTY_MAP
+    return _ENCRYPT0_HEAD + cbor.bstr(ph) + uh + cbor.bstr(ciphertext)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # decoding and verification
 # --------------------------------------------------------------------------------------------------------------
+
+_TAGS = {int(t): t for t in (CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0)}
+_CWT_TAG = int(CoseTag.CWT)
+_CRIT_KEY = int(CoseHeader.CRIT)
+# Decoded protected headers of Sign1/Mac0 objects, which repeat from token to token (they hold only alg and kid).
+_DECODED_HEADER_CACHE: dict[bytes, Mapping[Any, Any]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,19 +411,38 @@ class CoseObject:
     protected_bytes: bytes
     protected: Mapping[int, Any]
     unprotected: Mapping[int, Any]
-    payload: bytes | None  # the ciphertext for Encrypt0
+    payload: bytes  # the ciphertext for Encrypt0
     signature_or_tag: bytes | None  # None for Encrypt0
 
     @property
     def alg(self) -> int:
         """The algorithm from the protected header."""
-        return int(self.protected[CoseHeader.ALG])
+        return int(self.protected[_ALG_KEY])
 
     @property
     def kid(self) -> bytes | None:
         """The ``kid`` header parameter, protected or not."""
-        kid = self.protected.get(CoseHeader.KID, self.unprotected.get(CoseHeader.KID))
+        kid = self.protected.get(_KID_KEY, self.unprotected.get(_KID_KEY))
         return kid if isinstance(kid, bytes) else None
+
+
+def _decode_protected(ph: bytes, tag: CoseTag, max_size: int) -> Mapping[Any, Any]:
+    if not ph:
+        return {}
+    cached = _DECODED_HEADER_CACHE.get(ph)
+    if cached is not None:
+        return cached
+    try:
+        protected = cbor.loads(ph, max_size=max_size)
+    except WireFormatError as exc:
+        raise TokenMalformed("protected header is not CBOR") from exc
+    if not isinstance(protected, dict):
+        raise TokenMalformed("protected header is not a map")
+    if tag != CoseTag.ENCRYPT0 and len(ph) <= 64 and len(_DECODED_HEADER_CACHE) < 1024:
+        shared: Mapping[Any, Any] = MappingProxyType(protected)  # shared between objects, hence read-only
+        _DECODED_HEADER_CACHE[ph] = shared
+        return shared
+    return protected
 
 
 def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged: CoseTag | None = None) -> CoseObject:
@@ -406,12 +455,13 @@ def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged
         obj = cbor.loads(bytes(data), max_size=max_size) if isinstance(data, bytes | bytearray) else data
     except WireFormatError as exc:
         raise TokenMalformed(f"not CBOR: {exc.detail}") from exc
-    if isinstance(obj, cbor.CBORTag) and obj.tag == CoseTag.CWT:
+    if isinstance(obj, cbor.CBORTag) and obj.tag == _CWT_TAG:
         obj = obj.value
     if isinstance(obj, cbor.CBORTag):
-        if obj.tag not in (CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0):
+        tag = _TAGS.get(obj.tag)
+        if tag is None:
             raise TokenMalformed(f"unsupported COSE tag {obj.tag}")
-        tag, body = CoseTag(obj.tag), obj.value
+        body = obj.value
     elif untagged is not None:
         tag, body = untagged, obj
     else:
@@ -425,32 +475,23 @@ def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged
     signature = body[3] if expected_len == 4 else None
     if expected_len == 4 and type(signature) is not bytes:
         raise TokenMalformed("signature/tag must be a byte string")
-    try:
-        protected = cbor.loads(ph, max_size=max_size) if ph else {}
-    except WireFormatError as exc:
-        raise TokenMalformed("protected header is not CBOR") from exc
-    if not isinstance(protected, dict):
-        raise TokenMalformed("protected header is not a map")
-    if set(protected) & set(uh):
+    protected = _decode_protected(ph, tag, max_size)
+    if uh and not protected.keys().isdisjoint(uh):
         raise TokenMalformed("a header label appears both protected and unprotected (RFC 9052 §3)")
-    if type(protected.get(CoseHeader.ALG)) is not int:
+    if type(protected.get(_ALG_KEY)) is not int:
         raise TokenMalformed("alg must be an integer in the protected header")
-    crit = protected.get(CoseHeader.CRIT)
+    crit = protected.get(_CRIT_KEY)
     if crit is not None:
         if not isinstance(crit, list) or not crit or any(c not in _KNOWN_HEADERS for c in crit):
             raise TokenMalformed("unknown critical header parameter (RFC 9052 §3.1)")
-    kid = protected.get(CoseHeader.KID, uh.get(CoseHeader.KID))
+    kid = protected.get(_KID_KEY, uh.get(_KID_KEY))
     if kid is not None and type(kid) is not bytes:
         raise TokenMalformed("kid must be a byte string")
     return CoseObject(tag, ph, protected, uh, payload, signature)
 
 
 def verify(
-    data: bytes | CoseObject,
-    keys: KeyResolver,
-    *,
-    max_size: int = cbor.DEFAULT_MAX_SIZE,
-    external_aad: bytes = b"",
+    data: bytes | CoseObject, keys: KeyResolver, *, max_size: int = cbor.DEFAULT_MAX_SIZE, external_aad: bytes = b""
 ) -> tuple[bytes, CoseObject, CoseKey]:
     """Verify the signature or MAC, or decrypt; return ``(payload, object, key)``.
 
@@ -460,34 +501,37 @@ def verify(
     """
     obj = data if isinstance(data, CoseObject) else decode(data, max_size=max_size)
     alg = obj.alg
-    candidates = list(keys.resolve(obj.kid, alg))
-    if not candidates:
-        raise SecurityWrapperFailed(f"no key for kid={obj.kid!r} alg={alg}")
-    impl = algorithm_implementation(alg) if alg in CoseAlgorithm._value2member_map_ else None
-    if impl is None:
-        raise SecurityWrapperFailed(f"unsupported algorithm {alg}")
-    if obj.tag == CoseTag.SIGN1 and alg in _SIGNATURE_ALGS:
-        tbs = cbor.dumps(["Signature1", obj.protected_bytes, external_aad, obj.payload])
-        for key in candidates:
-            if impl.verify(key, tbs, obj.signature_or_tag):
-                return obj.payload, obj, key  # type: ignore[return-value]
-        raise SecurityWrapperFailed("signature does not verify")
-    if obj.tag == CoseTag.MAC0 and alg in _MAC_ALGS:
-        tbm = cbor.dumps(["MAC0", obj.protected_bytes, external_aad, obj.payload])
-        for key in candidates:
-            if impl.verify_tag(key, obj.signature_or_tag, tbm):
-                return obj.payload, obj, key  # type: ignore[return-value]
-        raise SecurityWrapperFailed("MAC does not verify")
-    if obj.tag == CoseTag.ENCRYPT0 and alg in _AEAD_NONCE_LENGTH:
-        iv = obj.protected.get(CoseHeader.IV, obj.unprotected.get(CoseHeader.IV))
+    tag = obj.tag
+    if tag == CoseTag.SIGN1:
+        allowed = alg in _SIGNATURE_ALGS
+    elif tag == CoseTag.MAC0:
+        allowed = alg in _MAC_ALGS
+    else:
+        allowed = alg in _AEAD_ALGS
+    if not allowed:
+        raise SecurityWrapperFailed(f"algorithm {alg} not allowed for COSE tag {tag}")
+    candidates = keys.resolve(obj.kid, alg)
+    impl = algorithm_implementation(alg)
+    ph = cbor.bstr(obj.protected_bytes)
+    aad = cbor.bstr(external_aad)
+    if tag == CoseTag.ENCRYPT0:
+        iv = obj.protected.get(_IV_KEY, obj.unprotected.get(_IV_KEY))
         if type(iv) is not bytes or len(iv) != _AEAD_NONCE_LENGTH[CoseAlgorithm(alg)]:
             raise TokenMalformed("missing IV or IV of the wrong length for the algorithm")
-        aad = cbor.dumps(["Encrypt0", obj.protected_bytes, external_aad])
+        enc_structure = _ENC_CONTEXT + ph + aad
         for key in candidates:
             try:
-                plaintext = impl.decrypt(key, iv, obj.payload, aad)
+                plaintext = impl.decrypt(key, iv, obj.payload, enc_structure)
             except (InvalidTag, ValueError):
                 continue
             return plaintext, obj, key
-        raise SecurityWrapperFailed("decryption failed")
-    raise SecurityWrapperFailed(f"algorithm {alg} not allowed for COSE tag {obj.tag}")
+        raise SecurityWrapperFailed(f"decryption failed (kid={obj.kid!r})")
+    to_check = (_SIG_CONTEXT if tag == CoseTag.SIGN1 else _MAC_CONTEXT) + ph + aad + cbor.bstr(obj.payload)
+    for key in candidates:
+        if tag == CoseTag.SIGN1:
+            ok = impl.verify(key, to_check, obj.signature_or_tag)
+        else:
+            ok = impl.verify_tag(key, obj.signature_or_tag, to_check)
+        if ok:
+            return obj.payload, obj, key
+    raise SecurityWrapperFailed(f"signature/MAC does not verify (kid={obj.kid!r})")

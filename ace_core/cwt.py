@@ -51,10 +51,6 @@ _COSE_TAGS = frozenset({CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0})
 MAX_NESTING = 2
 
 
-def _is_numeric_date(v: object) -> bool:
-    return type(v) in (int, float)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Claims:
     """A CWT claims set (RFC 8392 §3-§4, RFC 8747 §3.1, RFC 9200 §5.10).
@@ -80,31 +76,17 @@ class Claims:
     def to_cbor_map(self) -> dict[int | str, Any]:
         """The claims map with integer keys, in claim-key order."""
         m: dict[int | str, Any] = {}
-        if self.iss is not None:
-            m[CwtClaim.ISS] = self.iss
-        if self.sub is not None:
-            m[CwtClaim.SUB] = self.sub
-        if self.aud is not None:
-            m[CwtClaim.AUD] = self.aud if isinstance(self.aud, str) else list(self.aud)
-        if self.exp is not None:
-            m[CwtClaim.EXP] = self.exp
-        if self.nbf is not None:
-            m[CwtClaim.NBF] = self.nbf
-        if self.iat is not None:
-            m[CwtClaim.IAT] = self.iat
-        if self.cti is not None:
-            m[CwtClaim.CTI] = self.cti
-        if self.cnf is not None:
-            m[CwtClaim.CNF] = self.cnf.to_cbor_map()
-        if self.scope is not None:
-            m[CwtClaim.SCOPE] = self.scope
-        if self.ace_profile is not None:
-            m[CwtClaim.ACE_PROFILE] = self.ace_profile
-        if self.cnonce is not None:
-            m[CwtClaim.CNONCE] = self.cnonce
-        if self.exi is not None:
-            m[CwtClaim.EXI] = self.exi
-        m.update(self.extra)
+        for name, key in _CLAIM_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "cnf":
+                value = value.to_cbor_map()
+            elif name == "aud" and not isinstance(value, str):
+                value = list(value)
+            m[key] = value
+        if self.extra:
+            m.update(self.extra)
         return m
 
     def to_cbor(self) -> bytes:
@@ -119,33 +101,19 @@ class Claims:
         values: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for key, value in m.items():
-            if _is_int(key) and key in CwtClaim._value2member_map_:
-                values[CwtClaim(key).name.lower()] = value
+            name = _CLAIM_NAMES.get(key) if _is_int(key) else None
+            if name is not None:
+                check = _CLAIM_CHECKS[name]
+                if check is not None and not check(value):
+                    raise WireFormatError(f"claim {name} has the wrong type")
+                values[name] = value
             elif _is_int(key) or type(key) is str:
                 extra[key] = value
             else:
                 raise WireFormatError("claim keys must be integers or text")
-        for name in ("iss", "sub"):
-            if name in values and type(values[name]) is not str:
-                raise WireFormatError(f"{name} must be a text string")
         aud = values.get("aud")
-        if aud is not None:
-            if isinstance(aud, list) and aud and all(type(a) is str for a in aud):
-                values["aud"] = tuple(aud)
-            elif type(aud) is not str:
-                raise WireFormatError("aud must be a text string")
-        for name in ("exp", "nbf", "iat"):
-            if name in values and not _is_numeric_date(values[name]):
-                raise WireFormatError(f"{name} must be an untagged NumericDate")
-        for name in ("cti", "cnonce"):
-            if name in values and type(values[name]) is not bytes:
-                raise WireFormatError(f"{name} must be a byte string")
-        if "scope" in values and type(values["scope"]) not in (str, bytes):
-            raise WireFormatError("scope must be a text or byte string")
-        if "ace_profile" in values and not _is_int(values["ace_profile"]):
-            raise WireFormatError("ace_profile must be an integer")
-        if "exi" in values and not (_is_int(values["exi"]) and values["exi"] >= 0):
-            raise WireFormatError("exi must be an unsigned integer")
+        if isinstance(aud, list):
+            values["aud"] = tuple(aud)
         if "cnf" in values:
             values["cnf"] = Confirmation.from_cbor_map(values["cnf"])
         return cls(**values, extra=extra)
@@ -160,6 +128,33 @@ class Claims:
         if self.aud is None:
             return ()
         return (self.aud,) if isinstance(self.aud, str) else self.aud
+
+
+def _check_aud(v: object) -> bool:
+    return type(v) is str or (isinstance(v, list | tuple) and bool(v) and all(type(a) is str for a in v))
+
+
+def _numeric_date(v: object) -> bool:
+    return type(v) in (int, float)  # RFC 8392 §2: untagged NumericDate
+
+
+#: (attribute, integer key) for each registered claim, in key order; plain ints keep cbor2 on its fast path.
+_CLAIM_FIELDS: tuple[tuple[str, int], ...] = tuple((c.name.lower(), int(c)) for c in CwtClaim)
+_CLAIM_NAMES: dict[int, str] = {key: name for name, key in _CLAIM_FIELDS}
+_CLAIM_CHECKS: dict[str, Callable[[object], bool] | None] = {
+    "iss": lambda v: type(v) is str,
+    "sub": lambda v: type(v) is str,
+    "aud": _check_aud,
+    "exp": _numeric_date,
+    "nbf": _numeric_date,
+    "iat": _numeric_date,
+    "cti": lambda v: type(v) is bytes,
+    "cnf": None,  # checked by Confirmation.from_cbor_map
+    "scope": lambda v: type(v) in (str, bytes),
+    "ace_profile": _is_int,
+    "cnonce": lambda v: type(v) is bytes,
+    "exi": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
+}
 
 
 def issue(

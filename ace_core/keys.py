@@ -10,8 +10,10 @@ This module does not import pycose; signing and MACing happen in :mod:`ace_core.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -105,14 +107,21 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def b64url_decode(text: str) -> bytes:
-    """Inverse of :func:`b64url_encode`; raises :class:`WireFormatError` on bad input."""
-    if not isinstance(text, str):
-        raise WireFormatError("expected a base64url string")
+    """Strict inverse of :func:`b64url_encode` (RFC 4648 §5, no padding): only canonical input is accepted, so
+    decoding is injective. :raises WireFormatError: on anything else."""
+    if not isinstance(text, str) or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise WireFormatError("invalid base64url text")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise WireFormatError("invalid base64url") from exc
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise WireFormatError("invalid base64url text") from exc
+    if b64url_encode(data) != text:
+        raise WireFormatError("non-canonical base64url text")
+    return data
 
 
 def algorithm_from_name(name: str) -> CoseAlgorithm:
@@ -409,7 +418,12 @@ class CoseKey:
         return cbor.dumps(self.to_cbor_map())
 
     def to_json(self) -> dict[str, str]:
-        """JSON form with JWK member names (RFC 7517, RFC 8037); ``kid`` base64url, ``alg`` the COSE name."""
+        """JSON form with JWK member names (RFC 7517, RFC 8037); ``kid`` base64url, ``alg`` the COSE name.
+
+        :raises ValueError: for members without a JWK counterpart here (``key_ops``, unknown labels).
+        """
+        if self.key_ops is not None or self.extra:
+            raise ValueError("key_ops and unknown COSE_Key parameters have no JSON form here")
         out: dict[str, str] = {"kty": _KTY_JSON[self.kty]}
         if self.kid is not None:
             out["kid"] = b64url_encode(self.kid)

@@ -53,11 +53,12 @@ class OscoreMaterial:
     def to_cbor_map(self) -> dict[int | str, Any]:
         """The OSCORE_Input_Material map with integer labels, in label order."""
         m: dict[int | str, Any] = {}
-        for label in OscoreInputMaterial:
-            value = getattr(self, _attr(label))
+        for attr, label in _OSC_FIELDS:
+            value = getattr(self, attr)
             if value is not None:
-                m[int(label)] = value
-        m.update(self.extra)
+                m[label] = value
+        if self.extra:
+            m.update(self.extra)
         return m
 
     @classmethod
@@ -68,17 +69,11 @@ class OscoreMaterial:
         values: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for label, value in m.items():
-            if _is_int(label) and label in OscoreInputMaterial._value2member_map_:
-                name = OscoreInputMaterial(label)
-                if name in _OSC_BYTES:
-                    ok = type(value) is bytes
-                elif name == OscoreInputMaterial.VERSION:
-                    ok = _is_int(value) and value >= 0
-                else:  # hkdf, alg
-                    ok = _is_int(value) or type(value) is str
-                if not ok:
-                    raise WireFormatError(f"OSCORE_Input_Material {name.name.lower()} has the wrong type")
-                values[_attr(name)] = value
+            attr = _OSC_ATTRS.get(label) if _is_int(label) else None
+            if attr is not None:
+                if not _OSC_CHECKS[attr](value):
+                    raise WireFormatError(f"OSCORE_Input_Material {attr} has the wrong type")
+                values[attr] = value
             elif _is_int(label) or type(label) is str:
                 extra[label] = value
             else:
@@ -93,6 +88,8 @@ class OscoreMaterial:
             if value is not None:
                 out[name] = b64url_encode(value) if label in _OSC_BYTES else value
         for k, v in self.extra.items():
+            if not isinstance(v, str | int | float | bool) or isinstance(k, int) and str(k) in _OSC_JSON_NAMES.values():
+                raise ValueError(f"OSCORE_Input_Material member {k!r} has no JSON form")
             out[str(k)] = v
         return out
 
@@ -114,6 +111,33 @@ class OscoreMaterial:
 
 def _attr(label: OscoreInputMaterial) -> str:
     return "context_id" if label == OscoreInputMaterial.CONTEXT_ID else label.name.lower()
+
+
+def _is_uint(v: object) -> bool:
+    return _is_int(v) and v >= 0  # type: ignore[operator]
+
+
+def _is_bytes(v: object) -> bool:
+    return type(v) is bytes
+
+
+def _is_alg(v: object) -> bool:
+    return _is_int(v) or type(v) is str
+
+
+#: (attribute, integer label) per OSCORE_Input_Material member, in label order (plain ints: cbor2's fast path).
+_OSC_FIELDS: tuple[tuple[str, int], ...] = tuple((_attr(label), int(label)) for label in OscoreInputMaterial)
+_OSC_ATTRS: dict[int, str] = {label: attr for attr, label in _OSC_FIELDS}
+_OSC_CHECKS = {
+    attr: _is_bytes if label in _OSC_BYTES else _is_uint if label == OscoreInputMaterial.VERSION else _is_alg
+    for attr, label in _OSC_FIELDS
+}
+_COSE_KEY, _ENCRYPTED_COSE_KEY, _KID, _OSC = (
+    int(ConfirmationMethod.COSE_KEY),
+    int(ConfirmationMethod.ENCRYPTED_COSE_KEY),
+    int(ConfirmationMethod.KID),
+    int(ConfirmationMethod.OSC),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,14 +162,15 @@ class Confirmation:
         """The ``cnf`` map with integer labels."""
         m: dict[int, Any] = {}
         if self.cose_key is not None:
-            m[ConfirmationMethod.COSE_KEY] = self.cose_key.to_cbor_map()
+            m[_COSE_KEY] = self.cose_key.to_cbor_map()
         if self.encrypted_cose_key is not None:
-            m[ConfirmationMethod.ENCRYPTED_COSE_KEY] = self.encrypted_cose_key
+            m[_ENCRYPTED_COSE_KEY] = self.encrypted_cose_key
         if self.kid is not None:
-            m[ConfirmationMethod.KID] = self.kid
+            m[_KID] = self.kid
         if self.osc is not None:
-            m[ConfirmationMethod.OSC] = self.osc.to_cbor_map()
-        m.update(self.extra)
+            m[_OSC] = self.osc.to_cbor_map()
+        if self.extra:
+            m.update(self.extra)
         return m
 
     @classmethod
@@ -153,13 +178,21 @@ class Confirmation:
         """Decode a ``cnf`` map; :raises WireFormatError: malformed or not exactly one key."""
         if not isinstance(m, dict):
             raise WireFormatError("cnf must be a map")
-        extra = {k: v for k, v in m.items() if not (_is_int(k) and k in ConfirmationMethod._value2member_map_)}
-        if not all(_is_int(k) for k in extra):
-            raise WireFormatError("cnf labels must be integers")
-        cose_key = m.get(ConfirmationMethod.COSE_KEY)
-        enc = m.get(ConfirmationMethod.ENCRYPTED_COSE_KEY)
-        kid = m.get(ConfirmationMethod.KID)
-        osc = m.get(ConfirmationMethod.OSC)
+        extra: dict[int, Any] = {}
+        cose_key = enc = kid = osc = None
+        for label, value in m.items():
+            if type(label) is bool or not isinstance(label, int):
+                raise WireFormatError("cnf labels must be integers")
+            if label == _OSC:
+                osc = value
+            elif label == _KID:
+                kid = value
+            elif label == _COSE_KEY:
+                cose_key = value
+            elif label == _ENCRYPTED_COSE_KEY:
+                enc = value
+            else:
+                extra[label] = value
         if enc is not None:
             if isinstance(enc, cbor.CBORTag) and enc.tag == CoseTag.ENCRYPT0:
                 enc = enc.value
@@ -177,7 +210,9 @@ class Confirmation:
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (RFC 7800 §3.1 names ``jwk``/``kid``; ``osc`` as RFC 9203; Encrypted_COSE_Key as
-        base64url of its CBOR)."""
+        base64url of its CBOR). :raises ValueError: unknown members, which have no JSON name."""
+        if self.extra:
+            raise ValueError(f"cnf members {sorted(self.extra)} have no JSON form")
         out: dict[str, Any] = {}
         if self.cose_key is not None:
             out["jwk"] = self.cose_key.to_json()
