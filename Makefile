@@ -49,15 +49,15 @@ $(VPY):
 
 # pip -q still prints errors and warnings; the stamp is touched only after a successful install.
 $(VENV)/.installed: pyproject.toml | $(VPY)
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[all]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VPY)
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[all,test]'
 	@touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(VPY)
-	$(PIP) install --quiet -e '.[test,bench]'
+	$(PIP) install --quiet -e '.[all,test,bench]'
 	@touch $@
 
 lint: $(VENV)/.installed-test

@@ -1,0 +1,139 @@
+"""Settings of an authorization-server deployment: defaults < ``$OSTIARY_HOME/ostiary.toml`` < ``OSTIARY_*``.
+
+All state of a deployment -- the configuration file, the master key, the SQLite database, the policy file -- lives
+in one directory, ``OSTIARY_HOME`` (default ``$XDG_DATA_HOME/ostiary``, i.e. ``~/.local/share/ostiary``), so two
+deployments never collide. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ace_core.cbor import DEFAULT_MAX_SIZE
+
+__all__ = ["ConfigError", "Settings", "default_home"]
+
+CONFIG_FILE = "ostiary.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed (the message names it)."""
+
+
+def default_home(env: Mapping[str, str] | None = None) -> Path:
+    """``OSTIARY_HOME``, else ``$XDG_DATA_HOME/ostiary``, else ``~/.local/share/ostiary``."""
+    env = os.environ if env is None else env
+    if env.get("OSTIARY_HOME"):
+        return Path(env["OSTIARY_HOME"]).expanduser()
+    base = Path(env["XDG_DATA_HOME"]).expanduser() if env.get("XDG_DATA_HOME") else Path.home() / ".local/share"
+    return base / "ostiary"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """One deployment's configuration. Each field maps to ``OSTIARY_<FIELD>`` and to ``<field>`` in the TOML."""
+
+    home: Path
+    #: ``iss`` of issued tokens (RFC 8392 §3.1.1) and the issuer of the metadata (RFC 8414 §2).
+    issuer: str = "coap://127.0.0.1/token"
+    #: SQLAlchemy URL; default ``sqlite:///$OSTIARY_HOME/ostiary.db`` (WAL mode).
+    database_url: str = ""
+    coap_host: str = "127.0.0.1"
+    coap_port: int = 5683
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    #: gunicorn worker processes and threads per worker for HTTP.
+    http_workers: int = 2
+    http_threads: int = 8
+    #: Public base URL of the HTTP side, for the discovery metadata (default ``http://<http_host>:<http_port>``).
+    http_base_url: str = ""
+    #: Token lifetime when neither policy, RS nor client asks for less (seconds).
+    token_lifetime: int = 3600
+    #: Requests larger than this are refused before parsing (4.13 / 413).
+    max_payload: int = DEFAULT_MAX_SIZE
+    #: The static allow-list policy (YAML); default ``$OSTIARY_HOME/policy.yaml``.
+    policy_file: Path | None = None
+    #: Failed client authentications allowed per client_id and per source address within the window.
+    auth_failure_limit: int = 10
+    auth_failure_window: int = 60
+    log_level: str = "INFO"
+
+    @property
+    def master_key_file(self) -> Path:
+        """Where ``ostiary as init`` writes the master key (unless ``OSTIARY_MASTER_KEY`` is used)."""
+        return self.home / "master.key"
+
+    @property
+    def effective_database_url(self) -> str:
+        """:attr:`database_url`, or the SQLite file in :attr:`home`."""
+        return self.database_url or f"sqlite:///{self.home / 'ostiary.db'}"
+
+    @property
+    def effective_policy_file(self) -> Path:
+        """:attr:`policy_file`, or ``policy.yaml`` in :attr:`home`."""
+        return self.policy_file or self.home / "policy.yaml"
+
+    @property
+    def effective_http_base_url(self) -> str:
+        """:attr:`http_base_url`, or ``http://<http_host>:<http_port>``."""
+        return self.http_base_url or f"http://{self.http_host}:{self.http_port}"
+
+    @classmethod
+    def load(
+        cls, home: Path | str | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, then ``<home>/ostiary.toml``, then ``OSTIARY_*`` variables, then ``overrides``.
+
+        :raises ConfigError: unknown keys in the TOML file or values of the wrong type.
+        """
+        env = os.environ if env is None else env
+        home_path = Path(home).expanduser() if home is not None else default_home(env)
+        values: dict[str, Any] = {}
+        config_file = home_path / CONFIG_FILE
+        if config_file.exists():
+            try:
+                data = tomllib.loads(config_file.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{config_file}: {exc}") from exc
+            values.update(_validated(data, source=str(config_file)))
+        for f in _FIELDS.values():
+            key = f"OSTIARY_{f.name.upper()}"
+            if key in env and f.name != "home":
+                values[f.name] = _coerce(f, env[key], source=key)
+        values.update(overrides)
+        values["home"] = home_path
+        return cls(**values)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any, *, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)
+        if kind == "Path | None":
+            return Path(str(raw)).expanduser() if raw not in ("", None) else None
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise ValueError
+            return raw
+    except ValueError:
+        raise ConfigError(f"{source}: {f.name} must be {kind}, got {raw!r}") from None
+    raise ConfigError(f"{source}: {f.name} cannot be set")  # pragma: no cover - every field is handled
+
+
+def _validated(data: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(_FIELDS) | ({"home"} & set(data)))
+    if unknown:
+        raise ConfigError(f"{source}: unknown settings {', '.join(unknown)}")
+    return {name: _coerce(_FIELDS[name], value, source=source) for name, value in data.items()}

@@ -1,0 +1,2 @@
+"""Storage for the authorization server: Protocols in :mod:`.base`, backends in :mod:`.memory` and
+:mod:`.sqlalchemy`."""

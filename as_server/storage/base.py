@@ -1,0 +1,111 @@
+"""Storage Protocols of the authorization server (STYLE §3.6 rule 7: read Protocols plus ``Editable*``).
+
+Backends: :mod:`as_server.storage.memory` (tests) and :mod:`as_server.storage.sqlalchemy` (SQLite by default,
+PostgreSQL). Every method returns frozen records from :mod:`as_server.models`; key material is encrypted at rest
+by the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from as_server.models import Client, IssuedToken, ResourceServer, SigningKey
+
+
+class DuplicateError(Exception):
+    """A record with this identifier already exists."""
+
+
+class NotFoundError(Exception):
+    """No record with this identifier."""
+
+
+class ClientStore(Protocol):
+    """Read access to registered clients."""
+
+    def get_client(self, client_id: str) -> Client | None: ...
+
+
+class EditableClientStore(ClientStore, Protocol):
+    """Administrative changes to the client registry."""
+
+    def add_client(self, client: Client) -> None:
+        """:raises DuplicateError:"""
+        ...
+
+    def update_client(self, client: Client) -> None:
+        """Replace the record with the same ``client_id``. :raises NotFoundError:"""
+        ...
+
+    def list_clients(self) -> Sequence[Client]: ...
+
+
+class ResourceServerStore(Protocol):
+    """Read access to registered resource servers (audiences)."""
+
+    def get_resource_server(self, audience: str) -> ResourceServer | None: ...
+
+
+class EditableResourceServerStore(ResourceServerStore, Protocol):
+    """Administrative changes to the resource-server registry."""
+
+    def add_resource_server(self, rs: ResourceServer) -> None:
+        """:raises DuplicateError:"""
+        ...
+
+    def update_resource_server(self, rs: ResourceServer) -> None:
+        """:raises NotFoundError:"""
+        ...
+
+    def list_resource_servers(self) -> Sequence[ResourceServer]: ...
+
+
+class TokenStore(Protocol):
+    """Issued tokens. :meth:`record` returns only once the record is durable (committed)."""
+
+    def record(self, token: IssuedToken) -> None:
+        """Durably store an issued token before it is handed out. :raises DuplicateError: ``cti`` reused."""
+        ...
+
+    def get_by_cti(self, cti: bytes) -> IssuedToken | None: ...
+
+    def get_by_hash(self, token_hash: bytes) -> IssuedToken | None: ...
+
+    def find_by_pop_kid(self, client_id: str, audience: str, pop_kid: bytes) -> IssuedToken | None:
+        """The most recent token of this client for this audience bound to PoP key ``pop_kid``."""
+        ...
+
+    def list_tokens(
+        self, *, client_id: str | None = None, audience: str | None = None, limit: int = 100
+    ) -> Sequence[IssuedToken]:
+        """Newest first."""
+        ...
+
+    def revoke(self, cti: bytes) -> bool:
+        """Mark revoked; returns False when unknown."""
+        ...
+
+    def count(self) -> int: ...
+
+
+class KeyStore(Protocol):
+    """The AS's token-signing keys, with rotation (old keys verify until their tokens expire)."""
+
+    def signing_key(self) -> SigningKey | None:
+        """The newest non-retired key."""
+        ...
+
+    def verification_keys(self, now: int) -> Sequence[SigningKey]:
+        """Every key whose tokens may still be valid at ``now``."""
+        ...
+
+    def add_signing_key(self, key: SigningKey) -> None: ...
+
+    def retire(self, kid: bytes, *, at: int, retire_after: int) -> None: ...
+
+
+class Storage(EditableClientStore, EditableResourceServerStore, TokenStore, KeyStore, Protocol):
+    """Everything one AS deployment stores; a backend implements all of it."""
+
+    def close(self) -> None: ...
