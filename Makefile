@@ -75,6 +75,10 @@ demo: $(VENV)/.installed
 	$(BIN)/ostiary demo
 
 bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null 2>&1 || { sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
+		echo "installing wrk (the HTTP load generator of bench_as) with apt-get"; \
+		$$sudo apt-get install -y wrk || { $$sudo apt-get update && $$sudo apt-get install -y wrk; } || \
+		echo "warning: could not install wrk; bench_as reports its HTTP rows as n/a" >&2; }
 	$(VPY) -m benchmarks $(BENCH) $(if $(strip $(BENCH_ARGS)),-- $(BENCH_ARGS))
 
 clean:

@@ -97,9 +97,15 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "consent policies and issues CWT access tokens (RFC 8392) bound to the client's key by a cnf\n"
         "claim (RFC 8747), over CoAP and HTTP: token endpoint RFC 9200 section 5.8, introspection\n"
         "section 5.9.",
-        "Available now: 'ostiary as keys' generates and inspects COSE keys (token signing/MAC keys, keys\n"
-        "shared with locks, client PoP keys).\n"
-        "The authorization server (token/introspection endpoints) is not implemented yet.",
+        "Typical first run:\n"
+        "  ostiary as init                          # directory, master key, config, database, signing key\n"
+        "  ostiary as rs add front-door --resources '/lock:GET,PUT'     # prints the key for the lock\n"
+        "  ostiary as client add phone-app --audience front-door        # prints the client secret\n"
+        "  $EDITOR $OSTIARY_HOME/policy.yaml        # who may get what (allow list)\n"
+        "  ostiary as serve                         # CoAP on 5683, HTTP on 8080\n"
+        "Every command takes --home DIR (default: $OSTIARY_HOME, else ~/.local/share/ostiary).\n"
+        "'ostiary as keys' also generates and inspects COSE keys (token signing/MAC keys, keys shared with\n"
+        "locks, client PoP keys).",
     ),
     "lock": (
         "resource server / door lock (not implemented yet)",
@@ -160,7 +166,17 @@ def _kid_arg(value: str) -> bytes:
     return kid
 
 
-def _add_keys_commands(as_parser: argparse.ArgumentParser) -> None:
+def _add_as_commands(as_parser: argparse.ArgumentParser) -> None:
+    from ostiary.as_cli import add_as_commands, home_parent
+
+    home = home_parent()
+    as_parser.add_argument(
+        "--home",
+        type=Path,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the deployment directory (default: $OSTIARY_HOME, else ~/.local/share/ostiary)",
+    )
     as_commands = as_parser.add_subparsers(title="commands", metavar="COMMAND")
     keys = as_commands.add_parser(
         "keys",
@@ -203,6 +219,8 @@ def _add_keys_commands(as_parser: argparse.ArgumentParser) -> None:
     show.add_argument("file", type=Path, metavar="FILE")
     show.set_defaults(handler=_cmd_keys_show)
 
+    add_as_commands(as_commands, key_commands, [home], _help_handler)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The complete ``ostiary`` argument parser (tests inspect its help texts)."""
@@ -228,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             group.set_defaults(handler=_help_handler(group))
         if name == "as":
-            _add_keys_commands(group)
+            _add_as_commands(group)
     return parser
 
 
@@ -237,13 +255,38 @@ def main(argv: list[str] | None = None) -> int:
 
     argparse exits through ``SystemExit`` for ``--help``, ``--version`` and usage errors.
     """
+    from ostiary.as_cli import CommandError
+
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
-    except CliError as exc:
+    except (CliError, CommandError) as exc:
         print(f"ostiary: error: {exc}", file=sys.stderr)
         return exc.status
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback (it could quote stored data)
+        print(f"ostiary: error: {_describe_error(exc)}", file=sys.stderr)
+        if os.environ.get("OSTIARY_DEBUG"):
+            raise
+        return 1
+
+
+#: Errors (by class name, to avoid importing their modules here) whose message tells the user what to do.
+_ACTIONABLE = frozenset({"PolicyError", "SchemaError", "SealingError", "CorruptRecordError"})
+
+
+def _describe_error(exc: Exception) -> str:
+    """One line for an error a handler did not anticipate: the messages of errors the user can act on
+    (configuration, policy, files, duplicates), only the class name of anything else (set OSTIARY_DEBUG=1 for
+    the traceback)."""
+    from as_server.config import ConfigError
+    from as_server.storage.base import DuplicateError, NotFoundError
+
+    if isinstance(exc, ConfigError | DuplicateError | NotFoundError | OSError) or type(exc).__name__ in _ACTIONABLE:
+        return str(exc)
+    return f"unexpected {type(exc).__name__} (set OSTIARY_DEBUG=1 for the traceback)"
 
 
 # --- demo --------------------------------------------------------------------------------------------

@@ -12,5 +12,6 @@ token response when it differs, RFC 6749 §5.1 as referenced by RFC 9200 §5.8.2
 
 This package imports only :mod:`ace_core` among the project's packages (STYLE §3.1).
 
-Status: nothing is implemented here yet; the policies arrive in the next issues.
+Status: ``base.py`` defines ``AccessPolicy``/``AccessRequest``/``Decision``; ``builtin/allow_list.py`` implements the
+static YAML allow list. The owner-consent policy and entry-point loading are still to come.
 """

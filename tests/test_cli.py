@@ -60,13 +60,19 @@ def test_empty_groups_say_they_are_not_implemented(group: str, capsys: pytest.Ca
     assert "this group has no commands" in out
 
 
-def test_as_help_is_honest_about_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+def test_as_help_lists_the_server_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = " ".join(_help(["as"], capsys).split())
-    assert "The authorization server (token/introspection endpoints) is not implemented yet." in out
-    assert "keys" in out
+    assert "not implemented" not in out
+    for command in ("keys", "init", "upgrade", "serve", "client", "rs", "token", "--home DIR"):
+        assert command in out
+    assert "ostiary as init" in out and "ostiary as serve" in out
 
 
-@pytest.mark.parametrize("argv", [[], ["as"], ["as", "keys"], ["lock"], ["client"], ["factory"], ["bootstrap"]])
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["as"], ["as", "keys"], ["as", "client"], ["as", "rs"], ["as", "token"]]
+    + [["lock"], ["client"], ["factory"], ["bootstrap"]],
+)
 def test_group_without_command_prints_help_and_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     captured = capsys.readouterr()

@@ -1,0 +1,160 @@
+"""The composition root of the authorization server: one object that owns storage, policy, limiter and endpoints.
+
+:class:`AuthorizationServer` is what the transports adapt (STYLE §3.1, Leshan's builder): the CoAP site
+(:mod:`as_server.transport.coap`) and the Flask app (:mod:`as_server.transport.http`) each take one and call its
+:attr:`~AuthorizationServer.token_endpoint` (RFC 9200 §5.8) and :attr:`~AuthorizationServer.introspection_endpoint`
+(RFC 9200 §5.9). Nothing here imports a web or CoAP framework, and nothing is read at import time:
+:meth:`AuthorizationServer.from_settings` opens everything from a :class:`~as_server.config.Settings`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from as_server.auth import FailureRateLimiter
+from as_server.config import Settings
+from as_server.endpoints.introspect import IntrospectionEndpoint
+from as_server.endpoints.token import TokenEndpoint
+from as_server.sealing import MasterKey
+from as_server.storage.base import Storage
+from policies.base import AccessPolicy
+
+__all__ = ["AuthorizationServer", "coap_base_url"]
+
+#: Paths of the endpoints on both transports: the defaults RFC 9200 §5.8 and §5.9 recommend.
+TOKEN_PATH = "/token"
+INTROSPECTION_PATH = "/introspect"
+#: RFC 8414 §3: the well-known suffix of the authorization server metadata document.
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+def _host_for_uri(host: str) -> str:
+    """``host`` ready for a URI authority: IPv6 literals in brackets (RFC 3986 §3.2.2)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def coap_base_url(settings: Settings) -> str:
+    """``coap://host:port`` of the CoAP side (the port is always written, even the default 5683)."""
+    return f"coap://{_host_for_uri(settings.coap_host)}:{settings.coap_port}"
+
+
+class AuthorizationServer:
+    """One AS deployment: storage, consent policy, failure rate limiter and the two endpoints.
+
+    The endpoints are synchronous and thread-safe (they are called from gunicorn's threads and from the CoAP
+    transport's thread pool); transports never touch storage or policy directly.
+
+    :param settings: the deployment's configuration.
+    :param storage: an opened :class:`~as_server.storage.base.Storage`; :meth:`close` closes it.
+    :param policy: decides what is granted (RFC 9200 §5.8.1: the AS may grant less than requested).
+    :param limiter: counts failed client authentications per client and per source address.
+    :param clock: seconds since the epoch; injectable for tests (STYLE §3.6 rule 3).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage: Storage,
+        policy: AccessPolicy,
+        limiter: FailureRateLimiter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.policy = policy
+        self.limiter = limiter
+        self.clock = clock
+        self.token_endpoint = TokenEndpoint(
+            settings=settings, storage=storage, policy=policy, limiter=limiter, clock=clock
+        )
+        self.introspection_endpoint = IntrospectionEndpoint(
+            settings=settings, storage=storage, limiter=limiter, clock=clock
+        )
+        self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> AuthorizationServer:
+        """Open the master key, the storage, the allow-list policy and one limiter, and build the endpoints.
+
+        :param storage: use this storage instead of opening :attr:`Settings.effective_database_url` (tests pass a
+            :class:`~as_server.storage.memory.MemoryStorage`); it is closed by :meth:`close` all the same.
+        :raises FileNotFoundError: no master key (run ``ostiary as init``).
+        :raises PermissionError: the master key file is readable by others.
+        """
+        from policies.builtin.allow_list import AllowList
+
+        if storage is None:
+            from as_server.storage.sqlalchemy import open_storage
+
+            master_key = MasterKey.load(settings.master_key_file)
+            storage = open_storage(settings.effective_database_url, master_key)
+        try:
+            policy = AllowList.from_file(settings.effective_policy_file, missing_ok=True)
+            limiter = FailureRateLimiter.from_settings(settings)
+            return cls(settings=settings, storage=storage, policy=policy, limiter=limiter, clock=clock)
+        except BaseException:
+            storage.close()
+            raise
+
+    def metadata(self) -> dict[str, Any]:
+        """The authorization server metadata document (RFC 8414 §2), served as JSON over HTTP.
+
+        Standard members: ``issuer``, ``token_endpoint``, ``introspection_endpoint`` (RFC 8414 §2, the HTTP
+        URLs), ``grant_types_supported``, ``token_endpoint_auth_methods_supported``,
+        ``introspection_endpoint_auth_methods_supported`` and ``response_types_supported`` (REQUIRED by
+        RFC 8414 §2; empty because this AS has no authorization endpoint).
+
+        Ostiary extensions, which RFC 8414 §2 permits ("additional authorization server metadata parameters
+        MAY also be used") and which clients that do not know them ignore:
+
+        * ``ace_profiles_supported`` -- the ACE profiles this AS issues tokens for, by their RFC 9202 §9 /
+          RFC 9203 §9.1 names (``coap_oscore``, ``coap_dtls``);
+        * ``coap_token_endpoint`` / ``coap_introspection_endpoint`` -- the same endpoints over CoAP
+          (``application/ace+cbor``, RFC 9200 §5), for clients that discover the AS over HTTP but talk CoAP.
+
+        Note that :attr:`Settings.issuer` is also the ``iss`` of issued tokens and defaults to a ``coap://`` URI;
+        RFC 8414 §2 asks for an ``https`` issuer, which a deployment reachable over HTTPS should configure.
+        """
+        http = self.settings.effective_http_base_url.rstrip("/")
+        coap = coap_base_url(self.settings)
+        return {
+            "issuer": self.settings.issuer,
+            "token_endpoint": http + TOKEN_PATH,
+            "introspection_endpoint": http + INTROSPECTION_PATH,
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "ace_profiles_supported": ["coap_oscore", "coap_dtls"],
+            "coap_token_endpoint": coap + TOKEN_PATH,
+            "coap_introspection_endpoint": coap + INTROSPECTION_PATH,
+        }
+
+    @property
+    def metadata_paths(self) -> tuple[str, ...]:
+        """Where the metadata is served: the plain well-known path, plus the RFC 8414 §3 form for an issuer
+        with a path component (``/.well-known/oauth-authorization-server/<issuer path>``)."""
+        path = urlsplit(self.settings.issuer).path.rstrip("/")
+        return (METADATA_PATH,) if not path else (METADATA_PATH, METADATA_PATH + path)
+
+    def close(self) -> None:
+        """Close the storage (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.storage.close()
+
+    def __enter__(self) -> AuthorizationServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

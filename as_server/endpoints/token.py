@@ -1,0 +1,617 @@
+"""The token endpoint: RFC 9200 §5.8, with PoP keys of RFC 9201 §3 and the AS side of RFC 9203 §3 / RFC 9202 §3.
+
+:meth:`TokenEndpoint.handle` takes a decoded :class:`~ace_core.messages.TokenRequest` and returns the
+:class:`~ace_core.messages.AccessInformation` (2.01, RFC 9200 §5.8.2), or raises:
+
+=============================  ======  ==========================================================================
+error                          status  when
+=============================  ======  ==========================================================================
+``TooManyRequests``            4.29    too many failed authentications for the client id or the source address
+``InvalidRequest``             4.00    secret both in the transport and the payload (RFC 6749 §2.3); audience
+                                       missing, unknown, disabled or not allowed for the client; malformed,
+                                       symmetric or private ``req_cnf``; a ``req_cnf`` key that is not the
+                                       client's registered key; unknown ``kid`` in the OSCORE profile (RFC 9203
+                                       §3.1); no ``req_cnf`` from a client that may not use AS-generated keys;
+                                       the resource server's configuration cannot serve the request (logged)
+``InvalidClient``              4.01    no credentials, unknown client, wrong secret, client disabled
+``UnsupportedGrantType``       4.00    any grant type but ``client_credentials`` (RFC 9200 §5.8.1 default)
+``UnauthorizedClient``         4.00    the client may not use ``client_credentials``
+``InvalidScope``               4.00    scope missing without a default (RFC 6749 §3.3), malformed, of the wrong
+                                       kind for the audience, empty, not granted by the policy, or no lifetime left
+``UnsupportedPopKey``          4.00    ``req_cnf`` key type other than Ed25519 / P-256, or not allowed for the
+                                       client; RPK for an audience without ``coap_dtls``; unknown ``kid`` in the
+                                       DTLS profile (RFC 9202 §4)
+``IncompatibleAceProfiles``    4.00    client and audience share no ACE profile, or not the one asked for
+=============================  ======  ==========================================================================
+
+Checks run in this order: client authentication, grant type, audience, scope, policy, lifetime, ``req_cnf``,
+profile, token protection. Nothing is generated or stored before every check has passed; the token is recorded
+(:meth:`~as_server.storage.base.TokenStore.record`) before it is returned.
+
+Decisions where the RFCs leave a choice (each also noted where it is implemented):
+
+* **Audience errors are ``invalid_request``**, the same one for "not registered", "disabled" and "not allowed for
+  this client", so a client cannot probe which audiences exist. RFC 9200 defines no ``invalid_target`` (RFC 8693
+  §2.2.2).
+* **A missing scope without a default is ``invalid_scope``**: RFC 6749 §3.3 says the AS "MUST either process the
+  request using a pre-defined default value or fail the request indicating an invalid scope".
+* **Profile choice** (RFC 9200 §5.8.4.3): the client's named profile if it is shared, else the first shared one
+  of ``coap_oscore``, ``coap_dtls``; raw public keys need ``coap_dtls`` (RFC 9202 §3.2). ``ace_profile`` is in the
+  response whenever the request carried the parameter (empty: mandatory; named: as confirmation), and always
+  in the token (RFC 9200 §5.10).
+* **``token_type`` is sent** (PoP): RFC 9200 §5.8.2 makes it optional with PoP as the default, but OAuth clients
+  on HTTP expect it (RFC 6749 §5.1), and it costs three bytes in CBOR.
+* **Symmetric key values in ``req_cnf`` are refused with ``invalid_request``**: RFC 9201 §3.1 recommends
+  refusing them, and ``unsupported_pop_key`` (RFC 9200 §5.8.3) is about keys the RS cannot process, which is not
+  the case. A ``req_cnf`` COSE_Key with a private part (``d``) is refused the same way.
+* **``req_cnf`` by ``kid``** (update of access rights, RFC 9203 §3.1, RFC 9202 §4): the ``kid`` must name the PoP
+  key of an active, unexpired token of this client for this audience (the new token's ``cnf`` is ``{3: kid}``
+  and the response has no ``cnf``), or the client's registered public key, which is then bound by value as if
+  sent in ``req_cnf``: the RS may not know it yet. Tokens that are revoked or expired do not count: their keys
+  are gone from the RS (RFC 9200 §5.10.1). When the earlier token's ``cnf`` holds the key, its key type is
+  checked again against the client's allowed types; a chain of ``kid``-only tokens is accepted on the strength
+  of the check made when the key was first bound (OSCORE material is always ``symmetric``).
+* **Generated keys** (no ``req_cnf``): OSCORE material has a 6-byte ``id`` (it only needs to tell a client's
+  contexts at one RS apart, RFC 9203 §4.1) and a 16-byte master secret; a DTLS PSK is 16 bytes (the tinydtls
+  maximum) with an 8-byte ``kid``, which the RS looks keys up by across all clients (RFC 9202 §3.3.2). Both are
+  checked to be unused by this client at this audience. They may only travel in an encrypted token (RFC 8747
+  §3.3, RFC 9203 §3.2); an audience whose token form is ``sign1`` or ``mac0`` is a configuration error: the
+  request is refused with ``invalid_request`` and an error is logged.
+* **A client without a registered public key** may bind any Ed25519 / P-256 key its authenticated request
+  presents; RFC 9202 §3.2.1 asks the AS to check that the key is associated with the client, which a registered
+  ``public_key`` makes strict.
+* **Scope in the response** (RFC 6749 §5.1): present when it differs from the request or the request had none.
+  It takes the form the request used (text stays text, AIF JSON text stays text, AIF bytes stay bytes); a scope
+  taken from the client's default is in CBOR form (bytes for AIF), which an HTTP transport converts with
+  :func:`as_server.tokens.json_scope`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, NoReturn
+
+from ace_core import cbor, cwt
+from ace_core.errors import (
+    IncompatibleAceProfiles,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UnsupportedPopKey,
+    WireFormatError,
+)
+from ace_core.keys import CoseKey
+from ace_core.messages import AccessInformation, TokenRequest
+from ace_core.pop import Confirmation, OscoreMaterial
+from ace_core.registry import AceProfile, CoseAlgorithm, CoseCurve, CoseKeyType, GrantType, TokenType
+from ace_core.scope import AifScope, TextScope, decode_scope
+from as_server.auth import ClientCredentials, FailureRateLimiter, check_secret, select_credentials
+from as_server.config import Settings
+from as_server.models import Client, IssuedToken, PopKeyType, ResourceServer, ScopeFormat, TokenForm, TokenStatus
+from as_server.storage.base import DuplicateError, Storage
+from as_server.tokens import token_hash
+from policies.base import AccessPolicy, AccessRequest, Decision
+
+__all__ = ["PROFILE_PREFERENCE", "TokenEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+Scope = TextScope | AifScope
+
+#: Profiles in the order the AS picks them when the client does not name one (RFC 9200 §5.8.4.3).
+PROFILE_PREFERENCE: Final = (AceProfile.COAP_OSCORE, AceProfile.COAP_DTLS)
+
+#: Length of a generated OSCORE_Input_Material ``id`` (RFC 9203 §3.2.1) and master secret (RFC 8613 §3.2: 16).
+OSCORE_ID_LENGTH: Final = 6
+OSCORE_MASTER_SECRET_LENGTH: Final = 16
+#: Length of a generated DTLS pre-shared key (tinydtls accepts at most 16 bytes) and of its ``kid``.
+PSK_LENGTH: Final = 16
+PSK_KID_LENGTH: Final = 8
+#: Length of the random ``cti`` of a token (RFC 8392 §3.1.7), and attempts at unused random identifiers.
+CTI_LENGTH: Final = 8
+MAX_ID_ATTEMPTS: Final = 8
+#: Length of the kid derived from an RFC 9679 thumbprint when a client's key has none (as ace_core.keys does).
+THUMBPRINT_KID_LENGTH: Final = 8
+
+_ENCRYPTED_FORMS: Final = frozenset({TokenForm.ENCRYPT0, TokenForm.SIGN1_ENCRYPT0})
+#: AEAD for an AS-RS key that names no algorithm, by key length (RFC 9203 §3.2 uses AES-CCM-16-64-128).
+_DEFAULT_AEAD: Final = {16: CoseAlgorithm.AES_CCM_16_64_128, 32: CoseAlgorithm.AES_CCM_16_64_256}
+_DEFAULT_MAC: Final = CoseAlgorithm.HMAC_256_256
+#: Signature algorithm of each asymmetric PoP key type (RFC 9053 §2.1, §2.2).
+_SIGNATURE_ALG: Final = {PopKeyType.ED25519: CoseAlgorithm.EDDSA, PopKeyType.P256: CoseAlgorithm.ES256}
+
+
+class _Mode(Enum):
+    """How the token is bound to a key (RFC 9201 §3.1)."""
+
+    GENERATE = "generate"  # no req_cnf: the AS generates symmetric material (RFC 9200 §5.8.1)
+    KEY = "key"  # the client's public key, by value or as its registered key
+    KID = "kid"  # the key of an earlier token, by reference (RFC 9203 §3.1, RFC 9202 §4)
+    UNKNOWN_KID = "unknown kid"  # a kid that names nothing; which error depends on the profile
+
+
+@dataclass(frozen=True, slots=True)
+class _Pop:
+    mode: _Mode
+    key_type: PopKeyType | None = None  # None: not known (kid-only chains, unknown kid)
+    key: CoseKey | None = None  # _Mode.KEY: the public key to bind, with a kid
+    kid: bytes | None = None  # _Mode.KID / UNKNOWN_KID
+    previous: IssuedToken | None = None  # _Mode.KID: the token whose key is re-bound
+
+
+def _key_type(key: CoseKey) -> PopKeyType | None:
+    if key.kty == CoseKeyType.OKP and key.crv == CoseCurve.ED25519:
+        return PopKeyType.ED25519
+    if key.kty == CoseKeyType.EC2 and key.crv == CoseCurve.P_256:
+        return PopKeyType.P256
+    if key.kty == CoseKeyType.SYMMETRIC:
+        return PopKeyType.SYMMETRIC
+    return None
+
+
+def _key_id(key: CoseKey) -> bytes:
+    """A key's kid, or the start of its RFC 9679 thumbprint when it has none."""
+    return key.kid if key.kid is not None else key.thumbprint()[:THUMBPRINT_KID_LENGTH]
+
+
+def _intersection(a: Scope, b: Scope) -> Scope | None:
+    """``a & b``, or ``None`` when one is AIF and the other text."""
+    if isinstance(a, AifScope) and isinstance(b, AifScope):
+        return a & b
+    if isinstance(a, TextScope) and isinstance(b, TextScope):
+        return a & b
+    return None
+
+
+def _misconfigured(rs: ResourceServer, reason: str) -> NoReturn:
+    """Refuse a request the audience's registration cannot serve; the operator learns why from the log."""
+    logger.error("resource server %r is misconfigured: %s", rs.audience, reason)
+    raise InvalidRequest("audience cannot be served", detail=f"resource server misconfigured: {reason}")
+
+
+class TokenEndpoint:
+    """The token endpoint of RFC 9200 §5.8 for the ``client_credentials`` grant (see the module documentation).
+
+    :param settings: ``issuer`` (``iss``), ``token_lifetime`` and ``max_payload`` are used.
+    :param storage: clients, resource servers, signing keys, and the record of issued tokens.
+    :param policy: decides what each client may get (RFC 9200 §5.8.1).
+    :param limiter: the failure rate limit, shared with the introspection endpoint.
+    :param clock: seconds since the epoch; read once per request and passed down as ``now``.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage: Storage,
+        policy: AccessPolicy,
+        limiter: FailureRateLimiter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._storage = storage
+        self._policy = policy
+        self._limiter = limiter
+        self._clock = clock
+
+    def handle(self, request: TokenRequest, *, credentials: ClientCredentials | None, peer: str) -> AccessInformation:
+        """Process a token request (RFC 9200 §5.8.1) and return the Access Information (§5.8.2).
+
+        :param request: the decoded request.
+        :param credentials: client credentials the transport found (HTTP Basic), or ``None``.
+        :param peer: the source address (without port), for the rate limit and logs.
+        :raises OAuthError: one of the errors in the module table.
+        :raises TooManyRequests: the rate limit for failed authentications is reached.
+        """
+        now = int(self._clock())
+        client_id = credentials.client_id if credentials is not None else request.client_id
+        try:
+            return self._handle(request, credentials, peer, now)
+        except OAuthError as exc:
+            logger.info(
+                "token request refused: %s (%s) client_id=%r peer=%r",
+                exc.code.name.lower(),
+                exc.detail or exc.description,
+                client_id,
+                peer,
+            )
+            raise
+
+    # -- the steps, in order -----------------------------------------------------------------------------------
+
+    def _handle(
+        self, request: TokenRequest, credentials: ClientCredentials | None, peer: str, now: int
+    ) -> AccessInformation:
+        client = self._authenticate(request, credentials, peer, now)
+        self._check_grant(request, client)
+        rs = self._resource_server(request, client)
+        requested = self._requested_scope(request, client, rs)
+        decision = self._policy.decide(
+            AccessRequest(client_id=client.client_id, audience=rs.audience, scope=requested, now=now)
+        )
+        granted = self._granted_scope(requested, decision, rs)
+        lifetime = self._lifetime(rs, decision, now)
+        pop = self._requested_pop(request, client, rs, now)
+        profile = self._profile(request, client, rs, pop)
+        protect = self._protector(rs, carries_secret=pop.mode is _Mode.GENERATE)
+        return self._issue(request, client, rs, requested, granted, lifetime, pop, profile, protect, now, peer)
+
+    def _authenticate(
+        self, request: TokenRequest, credentials: ClientCredentials | None, peer: str, now: int
+    ) -> Client:
+        """RFC 6749 §2.3.1 / RFC 9200 §5.8.1: the client authenticates with its secret."""
+        creds = select_credentials(credentials, request.client_id, request.client_secret)
+        # A request without credentials is not counted as a failure: HTTP clients may send one first and
+        # authenticate after the 401 challenge (RFC 6749 §2.3.1).
+        self._limiter.check(creds.client_id if creds is not None else None, peer, now)
+        if creds is None:
+            raise InvalidClient("client authentication required", detail="no client credentials")
+        client = self._storage.get_client(creds.client_id)
+        if not check_secret(creds, client.secret_hash if client is not None else None):
+            self._limiter.record_failure(creds.client_id, peer, now)
+            logger.warning(
+                "client authentication failed: client_id=%r peer=%r method=%s", creds.client_id, peer, creds.method
+            )
+            raise InvalidClient("client authentication failed", detail="unknown client or wrong secret")
+        assert client is not None
+        if not client.enabled:
+            logger.warning("disabled client tried to get a token: client_id=%r peer=%r", client.client_id, peer)
+            raise InvalidClient("client authentication failed", detail="client disabled")
+        return client
+
+    @staticmethod
+    def _check_grant(request: TokenRequest, client: Client) -> None:
+        """RFC 9200 §5.8.1: ``grant_type`` defaults to ``client_credentials``, the only grant offered here."""
+        grant = request.effective_grant_type
+        if grant != GrantType.CLIENT_CREDENTIALS:
+            raise UnsupportedGrantType("unsupported grant_type", detail=f"grant_type {grant!r}")
+        if GrantType.CLIENT_CREDENTIALS not in client.grant_types:
+            raise UnauthorizedClient("client may not use client_credentials")
+
+    def _resource_server(self, request: TokenRequest, client: Client) -> ResourceServer:
+        """The audience (RFC 9200 §5.8.1, RFC 8693 §2.1): requested, or the client's default."""
+        audience = request.audience if request.audience is not None else client.default_audience
+        if not audience:
+            raise InvalidRequest("audience missing")
+        rs = self._storage.get_resource_server(audience) if audience in client.audiences else None
+        if rs is None or not rs.enabled:
+            # One answer for unknown, disabled and not-allowed audiences: no probing of what exists.
+            raise InvalidRequest("unknown audience", detail=f"audience {audience!r} unknown, disabled or not allowed")
+        return rs
+
+    def _requested_scope(self, request: TokenRequest, client: Client, rs: ResourceServer) -> Scope:
+        """The scope (RFC 9200 §5.8.1), parsed in the audience's format: AIF (RFC 9237) or text (RFC 6749 §3.3).
+
+        For an AIF audience a byte string is ``application/aif+cbor`` and a text string ``application/aif+json``
+        (how JSON transports carry it, see :mod:`ace_core.scope`).
+        """
+        raw = request.scope if request.scope is not None else client.default_scope
+        if raw is None:
+            raise InvalidScope("scope missing")  # RFC 6749 §3.3: no default -> invalid scope
+        try:
+            scope = decode_scope(raw, aif=rs.scope_format == ScopeFormat.AIF, max_size=self._settings.max_payload)
+        except WireFormatError as exc:
+            raise InvalidScope("malformed scope", detail=f"scope for {rs.audience!r}: {exc.detail}") from exc
+        if scope.is_empty:
+            raise InvalidScope("empty scope")
+        return scope
+
+    @staticmethod
+    def _resources(rs: ResourceServer) -> Scope | None:
+        """What the RS serves (``ResourceServer.resources``), in its scope format; ``None`` if not limited."""
+        value = rs.resources
+        if value is None:
+            return None
+        try:
+            if rs.scope_format == ScopeFormat.AIF:
+                if isinstance(value, bytes):
+                    return AifScope.from_cbor(value)
+                return AifScope.parse_spec(value) if value.startswith("/") else AifScope.from_json_text(value)
+            if isinstance(value, bytes):
+                raise ValueError("a text-scope resource server lists its resources as text")
+            return TextScope.parse(value)
+        except (ValueError, TypeError) as exc:
+            _misconfigured(rs, f"resources are malformed: {exc}")
+
+    def _granted_scope(self, requested: Scope, decision: Decision, rs: ResourceServer) -> Scope:
+        """requested ∩ policy grant ∩ what the RS serves (RFC 9200 §5.8.1)."""
+        if decision.granted is None or decision.granted.is_empty:
+            raise InvalidScope("scope not granted", detail=f"policy: {decision.reason}")
+        granted = _intersection(requested, decision.granted)
+        if granted is None:
+            logger.error("policy returned a %s for a %s request", type(decision.granted).__name__, type(requested))
+            raise InvalidScope("scope not granted", detail="policy granted a scope of another kind")
+        resources = self._resources(rs)
+        if resources is not None:
+            served = _intersection(granted, resources)
+            if served is None:  # pragma: no cover - _resources parses in the audience's format, like the request
+                _misconfigured(rs, "resources are of another scope kind")
+            granted = served
+        if granted.is_empty:
+            raise InvalidScope("scope not granted", detail="nothing requested is granted and served")
+        return granted
+
+    def _lifetime(self, rs: ResourceServer, decision: Decision, now: int) -> int:
+        """min(AS default, RS maximum, policy maximum, policy end time - now)."""
+        limits = [self._settings.token_lifetime, rs.max_lifetime]
+        if decision.max_lifetime is not None:
+            limits.append(decision.max_lifetime)
+        if decision.not_after is not None:
+            limits.append(decision.not_after - now)
+        lifetime = min(limits)
+        if lifetime <= 0:
+            raise InvalidScope("scope not granted at this time", detail=f"lifetime {lifetime} from {limits}")
+        return lifetime
+
+    def _requested_pop(self, request: TokenRequest, client: Client, rs: ResourceServer, now: int) -> _Pop:
+        """Which key the token will be bound to (RFC 9201 §3.1, RFC 9200 §5.8.1)."""
+        if request.req_cnf is None:
+            if PopKeyType.SYMMETRIC not in client.pop_key_types:
+                raise InvalidRequest("req_cnf required", detail="client may not use keys generated by the AS")
+            return _Pop(_Mode.GENERATE, key_type=PopKeyType.SYMMETRIC)
+        try:
+            cnf = Confirmation.from_cbor_map(dict(request.req_cnf))
+        except WireFormatError as exc:
+            raise InvalidRequest("malformed req_cnf", detail=exc.detail) from exc
+        if cnf.kid is not None:
+            return self._pop_by_kid(cnf.kid, client, rs, now)
+        if cnf.cose_key is None:
+            raise InvalidRequest("req_cnf must hold a COSE_Key or a kid", detail="Encrypted_COSE_Key or osc")
+        key = cnf.cose_key
+        if key.is_symmetric:
+            raise InvalidRequest("symmetric keys are not accepted in req_cnf")  # RFC 9201 §3.1
+        if key.d is not None:
+            raise InvalidRequest("req_cnf must not hold a private key")
+        key_type = _key_type(key)
+        if key_type is None:
+            raise UnsupportedPopKey("unsupported key type", detail=f"kty {key.kty!r} crv {key.crv!r}")
+        if key.alg is not None and key.alg != _SIGNATURE_ALG[key_type]:
+            raise UnsupportedPopKey("key algorithm not usable", detail=f"alg {key.alg!r} on a {key_type} key")
+        if key_type not in client.pop_key_types:
+            raise UnsupportedPopKey("key type not allowed for this client", detail=str(key_type))
+        registered = client.public_key
+        if registered is not None:
+            if registered.is_symmetric or registered.thumbprint() != key.thumbprint():
+                raise InvalidRequest("req_cnf is not the registered key of the client")
+            key = registered.public()
+        if key.kid is None:
+            key = dataclasses.replace(key, kid=_key_id(key))
+        return _Pop(_Mode.KEY, key_type=key_type, key=key)
+
+    def _pop_by_kid(self, kid: bytes, client: Client, rs: ResourceServer, now: int) -> _Pop:
+        """``req_cnf: {3: kid}``: the key of an earlier token (update of access rights) or the registered key."""
+        previous = self._storage.find_by_pop_kid(client.client_id, rs.audience, kid)
+        if previous is not None and previous.status == TokenStatus.ACTIVE and previous.exp > now:
+            key_type = self._previous_key_type(previous)
+            if key_type is not None and key_type not in client.pop_key_types:
+                raise UnsupportedPopKey("key type not allowed for this client", detail=str(key_type))
+            return _Pop(_Mode.KID, key_type=key_type, kid=kid, previous=previous)
+        registered = client.public_key
+        if registered is not None and not registered.is_symmetric and kid == _key_id(registered):
+            key_type = _key_type(registered)
+            if key_type is None or key_type not in client.pop_key_types:
+                raise UnsupportedPopKey("key type not allowed for this client", detail=str(key_type))
+            key = registered.public()
+            if key.kid is None:
+                key = dataclasses.replace(key, kid=kid)
+            return _Pop(_Mode.KEY, key_type=key_type, key=key)
+        return _Pop(_Mode.UNKNOWN_KID, kid=kid)
+
+    @staticmethod
+    def _previous_key_type(previous: IssuedToken) -> PopKeyType | None:
+        try:
+            cnf = Confirmation.from_cbor_map(cbor.loads(previous.cnf))
+        except WireFormatError:
+            return None
+        if cnf.osc is not None:
+            return PopKeyType.SYMMETRIC
+        if cnf.cose_key is not None:
+            return _key_type(cnf.cose_key)
+        if previous.profile == AceProfile.COAP_OSCORE:
+            return PopKeyType.SYMMETRIC  # a kid-only chain in the OSCORE profile started with AS material
+        return None
+
+    @staticmethod
+    def _profile(request: TokenRequest, client: Client, rs: ResourceServer, pop: _Pop) -> AceProfile:
+        """RFC 9200 §5.8.4.3: the profile the client must use with the RS."""
+        shared = client.profiles & rs.profiles
+        named = request.ace_profile if isinstance(request.ace_profile, int) else None
+        if not shared or (named is not None and named not in shared):
+            raise IncompatibleAceProfiles(
+                "no common ACE profile",
+                detail=f"client {sorted(client.profiles)} rs {sorted(rs.profiles)} asked {named!r}",
+            )
+        candidates = [AceProfile(named)] if named is not None else [p for p in PROFILE_PREFERENCE if p in shared]
+        if pop.mode is _Mode.KEY:
+            usable = {AceProfile.COAP_DTLS}  # raw public keys: RFC 9202 §3.2
+        elif pop.mode is _Mode.KID:
+            assert pop.previous is not None
+            usable = {pop.previous.profile} if pop.previous.profile is not None else set()
+        else:
+            usable = set(PROFILE_PREFERENCE)
+        for profile in candidates:
+            if profile in usable:
+                break
+        else:
+            if pop.mode is _Mode.KEY:
+                raise UnsupportedPopKey("audience does not accept raw public keys", detail=f"profiles {candidates}")
+            raise IncompatibleAceProfiles(
+                "no common ACE profile", detail=f"earlier token's profile is not among {candidates}"
+            )
+        if pop.mode is _Mode.UNKNOWN_KID:
+            if profile == AceProfile.COAP_DTLS:
+                raise UnsupportedPopKey("unknown kid")  # RFC 9202 §4
+            raise InvalidRequest("unknown kid")  # RFC 9203 §3.1
+        return profile
+
+    def _protector(self, rs: ResourceServer, *, carries_secret: bool) -> Callable[[cwt.Claims], bytes]:
+        """How tokens for ``rs`` are protected (RFC 8392 §7.1), checked before anything is generated.
+
+        Tokens are tagged 61 with an empty unprotected header, so their RFC 9770 §4 hash identifies them.
+        """
+        form = rs.token_form
+        if carries_secret and form not in _ENCRYPTED_FORMS:
+            _misconfigured(rs, f"token form {form} cannot carry the symmetric PoP key the AS generates")
+        shared = rs.shared_key
+        if form != TokenForm.SIGN1 and (shared is None or not shared.is_symmetric):
+            _misconfigured(rs, f"token form {form} needs a symmetric shared_key")
+        sign_key: CoseKey | None = None
+        sign_alg: CoseAlgorithm | None = None
+        if form in (TokenForm.SIGN1, TokenForm.SIGN1_ENCRYPT0):
+            signing = self._storage.signing_key()
+            if signing is None:
+                _misconfigured(rs, f"token form {form} needs an AS signing key, and there is none")
+            sign_key, sign_alg = signing.key, signing.alg
+        aead: CoseAlgorithm | None = None
+        if shared is not None and shared.alg is None and form in _ENCRYPTED_FORMS:
+            aead = _DEFAULT_AEAD.get(len(shared.secret()))
+            if aead is None:
+                _misconfigured(rs, "shared_key names no algorithm and has no default AEAD for its length")
+
+        def protect(claims: cwt.Claims) -> bytes:
+            try:
+                if form == TokenForm.ENCRYPT0:
+                    return cwt.issue(claims, encrypt_key=shared, alg=aead, cwt_tag=True)
+                if form == TokenForm.SIGN1_ENCRYPT0:
+                    return cwt.issue(
+                        claims, sign_key=sign_key, alg=sign_alg, encrypt_key=shared, encrypt_alg=aead, cwt_tag=True
+                    )
+                if form == TokenForm.MAC0:
+                    assert shared is not None
+                    alg = None if shared.alg is not None else _DEFAULT_MAC
+                    return cwt.issue(claims, mac_key=shared, alg=alg, cwt_tag=True)
+                return cwt.issue(claims, sign_key=sign_key, alg=sign_alg, cwt_tag=True)
+            except ValueError as exc:  # a key that does not fit its algorithm or form
+                _misconfigured(rs, f"cannot protect a {form} token: {exc}")
+
+        return protect
+
+    # -- issuing ---------------------------------------------------------------------------------------------
+
+    def _unused_id(self, client: Client, rs: ResourceServer, length: int) -> bytes:
+        for _ in range(MAX_ID_ATTEMPTS):
+            candidate = secrets.token_bytes(length)
+            if self._storage.find_by_pop_kid(client.client_id, rs.audience, candidate) is None:
+                return candidate
+        raise RuntimeError("could not find an unused PoP key identifier")  # pragma: no cover - 2**-48 per try
+
+    def _issue(
+        self,
+        request: TokenRequest,
+        client: Client,
+        rs: ResourceServer,
+        requested: Scope,
+        granted: Scope,
+        lifetime: int,
+        pop: _Pop,
+        profile: AceProfile,
+        protect: Callable[[cwt.Claims], bytes],
+        now: int,
+        peer: str,
+    ) -> AccessInformation:
+        cnf, response_cnf, rs_cnf, pop_kid = self._bind(client, rs, pop, profile)
+        exp = now + lifetime
+        scope_claim = granted.encode_cbor_value()
+        for _ in range(MAX_ID_ATTEMPTS):
+            cti = secrets.token_bytes(CTI_LENGTH)
+            claims = cwt.Claims(
+                iss=self._settings.issuer,
+                aud=rs.audience,
+                exp=exp,
+                iat=now,
+                cti=cti,
+                cnf=cnf,
+                scope=scope_claim,
+                ace_profile=int(profile),
+                cnonce=request.cnonce,  # RFC 9200 §5.8.4.4: copied into the token
+            )
+            token = protect(claims)
+            record = IssuedToken(
+                cti=cti,
+                client_id=client.client_id,
+                audience=rs.audience,
+                scope=scope_claim,
+                profile=profile,
+                iat=now,
+                exp=exp,
+                token_hash=token_hash(token),
+                cnf=cbor.dumps(cnf.to_cbor_map()),
+                pop_kid=pop_kid,
+            )
+            try:
+                self._storage.record(record)
+            except DuplicateError:
+                logger.debug("cti collision, drawing another")
+                continue
+            break
+        else:  # pragma: no cover - 2**-64 per try
+            raise RuntimeError("could not record the token under an unused cti")
+        logger.info(
+            "issued token cti=%s client_id=%r audience=%r profile=%s pop=%s lifetime=%d peer=%r",
+            cti.hex(),
+            client.client_id,
+            rs.audience,
+            profile.name.lower(),
+            pop.mode.value,
+            lifetime,
+            peer,
+        )
+        unchanged = granted == requested and request.scope is not None
+        return AccessInformation(
+            access_token=token,
+            token_type=TokenType.POP,
+            expires_in=lifetime,
+            scope=None if unchanged else self._response_scope(request, granted),
+            ace_profile=profile if request.ace_profile is not None else None,
+            cnf=response_cnf,
+            rs_cnf=rs_cnf,
+        )
+
+    def _bind(
+        self, client: Client, rs: ResourceServer, pop: _Pop, profile: AceProfile
+    ) -> tuple[Confirmation, dict[int, object] | None, dict[int, object] | None, bytes]:
+        """The token's ``cnf``, the response's ``cnf`` and ``rs_cnf``, and the PoP key id to record."""
+        if pop.mode is _Mode.GENERATE:
+            if profile == AceProfile.COAP_OSCORE:
+                # RFC 9203 §3.2: the same OSCORE_Input_Material in the response and in the token.
+                material = OscoreMaterial(
+                    id=self._unused_id(client, rs, OSCORE_ID_LENGTH),
+                    ms=secrets.token_bytes(OSCORE_MASTER_SECRET_LENGTH),
+                )
+                cnf = Confirmation(osc=material)
+                assert material.id is not None
+                return cnf, dict(cnf.to_cbor_map()), None, material.id
+            # RFC 9202 §3.3.1: a symmetric COSE_Key (kty 4) in both.
+            psk = CoseKey.symmetric(secrets.token_bytes(PSK_LENGTH), kid=self._unused_id(client, rs, PSK_KID_LENGTH))
+            cnf = Confirmation(cose_key=psk)
+            assert psk.kid is not None
+            return cnf, dict(cnf.to_cbor_map()), None, psk.kid
+        if pop.mode is _Mode.KEY:
+            assert pop.key is not None and pop.key.kid is not None
+            rs_cnf = None
+            if rs.public_key is not None:  # RFC 9201 §3.2, RFC 9202 §3.2.1
+                if rs.public_key.is_symmetric:
+                    _misconfigured(rs, "public_key is a symmetric key")
+                rs_cnf = dict(Confirmation(cose_key=rs.public_key.public()).to_cbor_map())
+            else:
+                logger.warning("resource server %r has no public key to return as rs_cnf", rs.audience)
+            return Confirmation(cose_key=pop.key), None, rs_cnf, pop.key.kid
+        assert pop.mode is _Mode.KID and pop.kid is not None
+        # RFC 9203 §3.1 / RFC 9202 §4: the token names the key the RS already holds; the response has no cnf.
+        return Confirmation(kid=pop.kid), None, None, pop.kid
+
+    @staticmethod
+    def _response_scope(request: TokenRequest, granted: Scope) -> str | bytes:
+        """The granted scope in the form the request used (RFC 6749 §5.1); CBOR form when it had none."""
+        if isinstance(request.scope, str):
+            return granted.encode_json_value()
+        return granted.encode_cbor_value()

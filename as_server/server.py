@@ -1,0 +1,177 @@
+"""``ostiary as serve``: the CoAP side in this process, the HTTP side in a gunicorn child process.
+
+* **CoAP** (RFC 9200 §5, ``application/ace+cbor``) runs in this process's asyncio loop
+  (:func:`as_server.transport.coap.start_coap`), its endpoint calls in the loop's thread pool.
+* **HTTP** runs as ``python -m gunicorn --workers N --threads M -k gthread ... as_server.transport.wsgi:app``:
+  gunicorn forks its workers, and each worker opens its own storage after the fork
+  (:mod:`as_server.transport.gunicorn_conf`), so no database handle crosses a fork. The child gets the same
+  settings through ``OSTIARY_HOME`` and ``OSTIARY_*`` variables (:func:`child_environment`).
+
+Lifecycle: SIGTERM or SIGINT stops the CoAP context, sends SIGTERM to gunicorn (which finishes the requests in
+flight within ``--graceful-timeout``), waits for it (bounded; SIGKILL after :data:`STOP_TIMEOUT`), closes the
+storage and returns 0. If gunicorn exits on its own (a worker failed to boot, the port is taken, ...), ``serve``
+shuts down the CoAP side and returns 1 with a message naming gunicorn's exit status.
+
+This module must not import Flask or aiocoap (STYLE §3.1): the CoAP transport is imported lazily and the HTTP
+side only runs in the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Final
+
+from as_server.app import AuthorizationServer, coap_base_url
+from as_server.config import Settings
+
+__all__ = ["STOP_TIMEOUT", "child_environment", "configure_logging", "gunicorn_command", "serve"]
+
+log = logging.getLogger("ostiary.as.server")
+
+#: How long gunicorn gets to finish in-flight requests after SIGTERM before it is killed (seconds).
+STOP_TIMEOUT: Final = 15.0
+#: gunicorn's own graceful timeout; below :data:`STOP_TIMEOUT` so gunicorn normally ends by itself.
+GRACEFUL_TIMEOUT: Final = 10
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def gunicorn_command(settings: Settings) -> list[str]:
+    """The gunicorn command line for the HTTP side (gthread workers: one storage per worker, threads share it)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:as_server.transport.gunicorn_conf",
+        "--workers",
+        str(settings.http_workers),
+        "--threads",
+        str(settings.http_threads),
+        "-k",
+        "gthread",
+        "--bind",
+        _host_port(settings.http_host, settings.http_port),
+        "--graceful-timeout",
+        str(GRACEFUL_TIMEOUT),
+        # gunicorn 23+ opens a control socket in ~/.gunicorn by default; two deployments would share it.
+        "--no-control-socket",
+        "--log-level",
+        settings.log_level.lower(),
+        "as_server.transport.wsgi:app",
+    ]
+
+
+def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus every setting as ``OSTIARY_*``.
+
+    Settings may come from command-line overrides that the child would not see otherwise, so all of them are
+    exported; ``OSTIARY_MASTER_KEY`` (if set) is inherited unchanged and never logged.
+    """
+    env = dict(os.environ if base is None else base)
+    env["OSTIARY_HOME"] = str(settings.home)
+    for f in dataclasses.fields(settings):
+        if f.name == "home":
+            continue
+        value = getattr(settings, f.name)
+        env[f"OSTIARY_{f.name.upper()}"] = "" if value is None else str(value)
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGTERM gunicorn if this process dies without stopping it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def serve(settings: Settings) -> int:
+    """Run both transports until SIGTERM/SIGINT; returns the process exit status (0 on a clean stop).
+
+    :raises FileNotFoundError: no master key (``ostiary as init`` first); other start-up errors propagate too,
+        before anything is listening.
+    """
+    server = AuthorizationServer.from_settings(settings)
+    try:
+        return asyncio.run(_run(server))
+    finally:
+        server.close()
+
+
+async def _run(server: AuthorizationServer) -> int:
+    from as_server.transport.coap import start_coap
+
+    settings = server.settings
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    context = await start_coap(server, settings.coap_host, settings.coap_port)
+    log.info("CoAP endpoints on %s/token and %s/introspect", coap_base_url(settings), coap_base_url(settings))
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *gunicorn_command(settings),
+            env=child_environment(settings),
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    except BaseException:
+        await context.shutdown()
+        raise
+    base = f"http://{_host_port(settings.http_host, settings.http_port)}"
+    log.info("HTTP endpoints on %s/token and %s/introspect (gunicorn pid %d)", base, base, child.pid)
+
+    stopped = asyncio.ensure_future(stop.wait())
+    exited = asyncio.ensure_future(child.wait())
+    await asyncio.wait({stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+
+    status = 0
+    if exited.done() and not stopped.done():
+        log.error("gunicorn (HTTP) exited unexpectedly with status %s; shutting down", child.returncode)
+        status = 1
+    else:
+        log.info("stopping")
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("gunicorn did not stop within %.0f s; killing it", STOP_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await exited
+    stopped.cancel()
+    await context.shutdown()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return status
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr in gunicorn's style, so both sides of ``ostiary as serve`` (and its workers) read alike.
+
+    Alembic's INFO chatter (plugin setup, "Context impl") is raised to WARNING.
+    """
+    logging.basicConfig(
+        level=level.upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S %z",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,121 @@
+"""The relational schema of the authorization server's registries (SQLAlchemy Core).
+
+One table per record of :mod:`as_server.models`. The Alembic migrations in ``migrations/versions/`` create exactly
+this schema (a test compares them with Alembic's autogenerate API), so a change here needs a new migration.
+
+Conventions:
+
+* Enumerations are stored as text: the RFC's names for registry values (``"client_credentials"``,
+  ``"coap_oscore"``; RFC 9200 §5.8.4.1, RFC 9203 §9.1), the IANA COSE name for algorithms (``"EdDSA"``), and the
+  string values of our own :class:`~enum.StrEnum`\\ s. Sets are JSON arrays, sorted, so equal sets are equal text.
+* ``str | bytes`` fields (text scopes vs. AIF scopes, RFC 9200 §5.8.1) use two nullable columns, ``*_text`` and
+  ``*_bin``, so neither form is ever confused with the other.
+* Columns ending in ``_sealed`` hold :meth:`as_server.sealing.MasterKey.seal` envelopes of key material, bound to
+  their table, column and primary key (:func:`.rows.aad`). Public keys and secret hashes are stored as they are.
+* ``issued_tokens`` and ``signing_keys`` have a surrogate ``seq`` key (SQLite: the rowid; PostgreSQL: an identity
+  column). Tokens issued in the same second have equal ``iat`` (keys: ``created_at``); ``seq`` orders them by
+  insertion, across processes, which "newest first" and "most recent wins" need. ``cti`` (``kid``) is unique, so
+  on SQLite the physical layout equals a table keyed by ``cti`` (a rowid table with one index on ``cti``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["NAMING_CONVENTION", "clients", "issued_tokens", "metadata", "resource_servers", "signing_keys"]
+
+#: Deterministic constraint and index names, so later migrations (and SQLite batch mode) can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+#: Seconds since the epoch (64-bit: past 2038).
+_Time = sa.BigInteger
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("client_id", sa.String(), primary_key=True),
+    sa.Column("secret_hash", sa.LargeBinary(), nullable=False),
+    sa.Column("display_name", sa.String(), nullable=False),
+    sa.Column("grant_types", sa.Text(), nullable=False),  # JSON array of RFC 9200 §5.8.4.1 names
+    sa.Column("audiences", sa.Text(), nullable=False),  # JSON array
+    sa.Column("profiles", sa.Text(), nullable=False),  # JSON array of ace_profile names
+    sa.Column("pop_key_types", sa.Text(), nullable=False),  # JSON array of PopKeyType values
+    sa.Column("public_key", sa.LargeBinary(), nullable=True),  # COSE_Key CBOR, public: stored clear
+    sa.Column("default_audience", sa.String(), nullable=True),
+    sa.Column("default_scope_text", sa.Text(), nullable=True),
+    sa.Column("default_scope_bin", sa.LargeBinary(), nullable=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.CheckConstraint(
+        "default_scope_text IS NULL OR default_scope_bin IS NULL",
+        name="one_default_scope",
+    ),
+)
+
+resource_servers = sa.Table(
+    "resource_servers",
+    metadata,
+    sa.Column("audience", sa.String(), primary_key=True),
+    sa.Column("shared_key_sealed", sa.LargeBinary(), nullable=True),  # COSE_Key CBOR, sealed
+    sa.Column("public_key", sa.LargeBinary(), nullable=True),  # COSE_Key CBOR, public: stored clear
+    sa.Column("profiles", sa.Text(), nullable=False),  # JSON array of ace_profile names
+    sa.Column("scope_format", sa.String(), nullable=False),
+    sa.Column("resources_text", sa.Text(), nullable=True),
+    sa.Column("resources_bin", sa.LargeBinary(), nullable=True),
+    sa.Column("token_form", sa.String(), nullable=False),
+    sa.Column("max_lifetime", sa.Integer(), nullable=False),
+    sa.Column("introspection_secret_hash", sa.LargeBinary(), nullable=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.CheckConstraint("resources_text IS NULL OR resources_bin IS NULL", name="one_resources"),
+)
+
+issued_tokens = sa.Table(
+    "issued_tokens",
+    metadata,
+    # INTEGER (not BIGINT) on SQLite, or the column would not alias the rowid.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
+    sa.Column("cti", sa.LargeBinary(), nullable=False),
+    sa.Column("token_hash", sa.LargeBinary(), nullable=False),  # RFC 9770 §4
+    sa.Column("client_id", sa.String(), nullable=False),
+    sa.Column("audience", sa.String(), nullable=False),
+    sa.Column("scope_text", sa.Text(), nullable=True),
+    sa.Column("scope_bin", sa.LargeBinary(), nullable=True),
+    sa.Column("profile", sa.String(), nullable=True),
+    sa.Column("iat", _Time(), nullable=False),
+    sa.Column("exp", _Time(), nullable=False),
+    sa.Column("cnf_sealed", sa.LargeBinary(), nullable=False),  # may hold an OSCORE master secret
+    sa.Column("pop_kid", sa.LargeBinary(), nullable=True),
+    sa.Column("subject", sa.String(), nullable=True),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
+    # No foreign keys to clients/resource_servers: a token record is an audit record that outlives registry
+    # edits, and the memory backend (with which this one must agree) has none either.
+    sa.Index("uq_issued_tokens_cti", "cti", unique=True),
+    sa.Index("uq_issued_tokens_token_hash", "token_hash", unique=True),
+    # find_by_pop_kid() and list_tokens(client_id=...); on SQLite the rowid (seq) is implicitly the last column.
+    sa.Index(None, "client_id", "audience", "pop_kid", "iat"),
+    # list_tokens(): newest first, walking the index backwards.
+    sa.Index(None, "iat", "seq"),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
+    sa.Column("kid", sa.LargeBinary(), nullable=False),
+    sa.Column("alg", sa.String(), nullable=False),  # IANA COSE algorithm name
+    sa.Column("key_sealed", sa.LargeBinary(), nullable=False),  # COSE_Key CBOR with the private key, sealed
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.Column("retired_at", _Time(), nullable=True),
+    sa.Column("retire_after", _Time(), nullable=True),
+    sa.Index("uq_signing_keys_kid", "kid", unique=True),
+)

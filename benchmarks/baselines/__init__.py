@@ -1,0 +1,7 @@
+"""Baseline servers that ``bench_as`` measures beside the authorization server, under the same server stacks.
+
+* :mod:`.trivial_http`: the cheapest Flask POST endpoint (the HTTP ceiling of gunicorn + Flask on this machine);
+* :mod:`.authlib_app`: Authlib's Flask ``client_credentials`` endpoint issuing RFC 9068 JWTs (ES256), recording
+  every token in SQLite with the same durability as ours (what a Python user would pick today);
+* :mod:`.trivial_coap`: the cheapest aiocoap POST resource (the CoAP ceiling of aiocoap on this machine).
+"""

@@ -1,0 +1,887 @@
+"""``ostiary as ...``: run and administer an authorization server deployment (``OSTIARY_HOME``).
+
+Commands: ``init``, ``upgrade``, ``serve``, ``client add|list|show|disable|enable|rotate-secret``,
+``rs add|list|show``, ``token list|show`` and ``keys rotate`` (``keys generate|show`` live in :mod:`ostiary.cli`).
+Every command takes ``--home DIR`` (before or after the command name); without it ``OSTIARY_HOME`` or the default
+home is used (:func:`as_server.config.default_home`).
+
+Secrets (client secrets, the AS<->RS key, introspection secrets) are printed exactly once, when created, and are
+stored only hashed (client and introspection secrets) or sealed under the master key (keys). ``show`` and ``list``
+print them as ``(secret, N bytes)``.
+
+The AS packages are imported inside the handlers, so building the parser (``--help``) needs no database driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ace_core.registry import AceProfile, CoseAlgorithm
+
+if TYPE_CHECKING:
+    from as_server.config import Settings
+    from as_server.storage.base import Storage
+
+__all__ = ["add_as_commands", "home_parent"]
+
+Formatter = argparse.RawDescriptionHelpFormatter
+
+PROFILES = {"coap_oscore": AceProfile.COAP_OSCORE, "coap_dtls": AceProfile.COAP_DTLS}
+_PROFILE_NAMES = {v: k for k, v in PROFILES.items()}
+POP_KEYS = ("symmetric", "Ed25519", "P-256")
+TOKEN_FORMS = ("encrypt0", "sign1+encrypt0", "sign1", "mac0")
+
+DEFAULT_CONFIG = """\
+# Ostiary authorization server configuration (TOML). Every setting can also be given as an environment
+# variable OSTIARY_<NAME> (e.g. OSTIARY_COAP_PORT=5683), which wins over this file.
+# The values shown commented out are the defaults.
+
+# "iss" of issued tokens (RFC 8392 section 3.1.1) and "issuer" of the metadata (RFC 8414 section 2).
+# issuer = "coap://127.0.0.1/token"
+
+# SQLAlchemy URL of the database; default: the SQLite file ostiary.db in this directory.
+# database_url = "postgresql+psycopg://ostiary@localhost/ostiary"
+
+# CoAP side (application/ace+cbor, RFC 9200 section 5).
+# coap_host = "127.0.0.1"
+# coap_port = 5683
+
+# HTTP side (gunicorn): address, worker processes, threads per worker, public base URL for the metadata.
+# http_host = "127.0.0.1"
+# http_port = 8080
+# http_workers = 2
+# http_threads = 8
+# http_base_url = "https://as.example.com"
+
+# Token lifetime in seconds when neither the policy nor the resource server asks for less.
+# token_lifetime = 3600
+
+# Requests larger than this many bytes are refused before parsing (4.13 / 413).
+# max_payload = 8192
+
+# The allow-list policy (YAML); default: policy.yaml in this directory. Without it nothing is granted.
+# policy_file = "/etc/ostiary/policy.yaml"
+
+# Failed client authentications allowed per client_id and per source address within the window (seconds).
+# auth_failure_limit = 10
+# auth_failure_window = 60
+
+# log_level = "INFO"
+"""
+
+
+DEFAULT_POLICY = """\
+# Ostiary allow list: which client may get which rights at which resource server (audience).
+# Every rule grants; nothing denies; a request gets at most what it asks for (RFC 9200 section 5.8.1).
+# The server reads this file at start: restart 'ostiary as serve' after editing.
+#
+# rules:
+#   - client: phone-app                      # a client_id, or "*" for every client (quote the star)
+#     audience: front-door                   # an audience, or a glob such as "building-a/*"
+#     scope: "/lock:GET,PUT /battery:GET"    # AIF-REST (RFC 9237) when it starts with "/", else text scopes
+#     max_lifetime: 3600                     # optional, seconds
+rules:
+"""
+
+
+class CommandError(Exception):
+    """A one-line, user-fixable error (``ostiary: error: ...``, exit status 1; 2 with ``status=2``)."""
+
+    def __init__(self, message: str, *, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- parser ------------------------------------------------------------------------------------------------
+
+
+def home_parent() -> argparse.ArgumentParser:
+    """The ``--home`` option, shared by the ``as`` group and every command under it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--home",
+        type=Path,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the deployment directory (default: $OSTIARY_HOME, else ~/.local/share/ostiary)",
+    )
+    return parent
+
+
+def _command(
+    sub: Any, name: str, *, help: str, description: str, example: str, parents: Sequence[argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=help,
+        description=description,
+        epilog="example:\n" + example,
+        formatter_class=Formatter,
+        parents=list(parents),
+    )
+
+
+def add_as_commands(
+    as_commands: Any, key_commands: Any, parents: Sequence[argparse.ArgumentParser], help_handler: Any
+) -> None:
+    """Add the server commands to the ``as`` group's subparsers, and ``rotate`` to ``as keys``."""
+    p = _command(
+        as_commands,
+        "init",
+        help="create a deployment: directory, master key, config, database, signing key",
+        description="Create (or complete) a deployment in OSTIARY_HOME: the directory (mode 0700), the master key\n"
+        "that seals every stored key (master.key, mode 0600; skipped when OSTIARY_MASTER_KEY is set), a\n"
+        "commented ostiary.toml, the database schema (migrations) and the AS's first token-signing key\n"
+        "(Ed25519, for COSE_Sign1 tokens, RFC 8392 section 7.1). Safe to run again: it only does what is\n"
+        "missing, and says what it did.",
+        example="  ostiary as --home /var/lib/ostiary init",
+        parents=parents,
+    )
+    p.set_defaults(handler=_cmd_init)
+
+    p = _command(
+        as_commands,
+        "upgrade",
+        help="apply database migrations",
+        description="Bring the database schema to the newest revision (Alembic 'upgrade head'). Run it after\n"
+        "installing a new Ostiary version, before 'serve'. Idempotent.",
+        example="  OSTIARY_DATABASE_URL=postgresql+psycopg://ostiary@db/ostiary ostiary as upgrade",
+        parents=parents,
+    )
+    p.set_defaults(handler=_cmd_upgrade)
+
+    p = _command(
+        as_commands,
+        "serve",
+        help="run the token and introspection endpoints over CoAP and HTTP",
+        description="Serve the token endpoint (RFC 9200 section 5.8) and the introspection endpoint (section 5.9)\n"
+        "over CoAP (application/ace+cbor, in this process) and HTTP (form, JSON or CBOR, in gunicorn worker\n"
+        "processes), plus the RFC 8414 metadata at /.well-known/oauth-authorization-server. Stops cleanly\n"
+        "on SIGTERM or Ctrl-C. Addresses come from ostiary.toml / OSTIARY_* or the options below.",
+        example="  ostiary as serve --coap-port 5683 --http-port 8080",
+        parents=parents,
+    )
+    p.add_argument("--coap-host", metavar="HOST", help="CoAP bind address (setting coap_host)")
+    p.add_argument("--coap-port", type=int, metavar="PORT", help="CoAP UDP port (setting coap_port)")
+    p.add_argument("--http-host", metavar="HOST", help="HTTP bind address (setting http_host)")
+    p.add_argument("--http-port", type=int, metavar="PORT", help="HTTP TCP port (setting http_port)")
+    p.set_defaults(handler=_cmd_serve)
+
+    _add_client_commands(as_commands, parents, help_handler)
+    _add_rs_commands(as_commands, parents, help_handler)
+    _add_token_commands(as_commands, parents, help_handler)
+
+    p = _command(
+        key_commands,
+        "rotate",
+        help="start signing tokens with a new Ed25519 key",
+        description="Generate a new Ed25519 token-signing key (COSE_Sign1, RFC 9052 section 4) and make it the\n"
+        "active one. The previous key is retired but keeps verifying until every token it signed has\n"
+        "expired (retire_after = now + the longest token lifetime). Give resource servers that verify\n"
+        "signatures the new public key, printed below, before their cached copy matters.",
+        example="  ostiary as keys rotate",
+        parents=parents,
+    )
+    p.set_defaults(handler=_cmd_keys_rotate)
+
+
+def _add_client_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser], help_handler: Any) -> None:
+    group = as_commands.add_parser(
+        "client",
+        help="register and manage clients (apps that request tokens)",
+        description="Clients are the applications that ask the AS for access tokens (RFC 6749 section 2,\n"
+        "RFC 9200 section 5.8.1). Each has a client_id and a secret it authenticates with (RFC 6749\n"
+        "section 2.3.1), the audiences it may ask for, the ACE profiles it speaks and the kinds of\n"
+        "proof-of-possession key its tokens may be bound to (RFC 9201).",
+        formatter_class=Formatter,
+        parents=list(parents),
+    )
+    group.set_defaults(handler=help_handler(group))
+    sub = group.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _command(
+        sub,
+        "add",
+        help="register a client and print its secret (once)",
+        description="Register a client. A 256-bit secret is generated and printed ONCE; the AS stores only its\n"
+        "hash. The client sends it with HTTP Basic or in the request (client_secret, RFC 9200 Table 5).\n"
+        "--pop-key says which proof-of-possession keys its tokens may be bound to (RFC 9201 section 3.1):\n"
+        "'symmetric' lets the AS generate one (e.g. OSCORE input material, RFC 9203), 'Ed25519' and 'P-256'\n"
+        "accept the client's public key in req_cnf; --public-key registers that key.",
+        example="  ostiary as client add phone-app --name 'Phone app' --audience front-door \\\n"
+        "      --default-audience front-door --default-scope '/lock:GET,PUT' --profile coap_oscore",
+        parents=parents,
+    )
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.add_argument("--name", default="", help="display name")
+    p.add_argument(
+        "--audience", action="append", default=[], metavar="AUDIENCE", help="an audience it may ask for (repeatable)"
+    )
+    p.add_argument("--default-audience", metavar="AUDIENCE", help="audience used when a request names none")
+    p.add_argument(
+        "--default-scope",
+        metavar="SCOPE",
+        help="scope used when a request names none: AIF ('/lock:GET,PUT') when it starts with '/', else text",
+    )
+    p.add_argument(
+        "--profile", action="append", choices=list(PROFILES), help="ACE profile (repeatable; default coap_oscore)"
+    )
+    p.add_argument("--pop-key", action="append", choices=POP_KEYS, help="PoP key kind (repeatable; default symmetric)")
+    p.add_argument("--public-key", type=Path, metavar="FILE", help="the client's public PoP key (COSE/JSON/PEM file)")
+    p.set_defaults(handler=_cmd_client_add)
+
+    p = _command(
+        sub,
+        "list",
+        help="list clients",
+        description="List registered clients (no secrets).",
+        example="  ostiary as client list",
+        parents=parents,
+    )
+    p.set_defaults(handler=_cmd_client_list)
+
+    p = _command(
+        sub,
+        "show",
+        help="show one client",
+        description="Show one client's registration; the secret\nappears only as the size of its stored hash.",
+        example="  ostiary as client show phone-app",
+        parents=parents,
+    )
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.set_defaults(handler=_cmd_client_show)
+
+    p = _command(
+        sub,
+        "disable",
+        help="refuse tokens to a client",
+        description="Disable a client: the token\n"
+        "endpoint answers invalid_client (RFC 6749 section 5.2). Issued tokens stay valid until they\n"
+        "expire.",
+        example="  ostiary as client disable phone-app",
+        parents=parents,
+    )
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.set_defaults(handler=_cmd_client_enable, enabled=False)
+
+    p = _command(
+        sub,
+        "enable",
+        help="re-enable a disabled client",
+        description="Enable a disabled client again.",
+        example="  ostiary as client enable phone-app",
+        parents=parents,
+    )
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.set_defaults(handler=_cmd_client_enable, enabled=True)
+
+    p = _command(
+        sub,
+        "rotate-secret",
+        help="replace a client's secret and print the new one (once)",
+        description="Generate a new secret for a client, print it ONCE, and forget the old one at once\n"
+        "(the old secret stops working immediately).",
+        example="  ostiary as client rotate-secret phone-app",
+        parents=parents,
+    )
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.set_defaults(handler=_cmd_client_rotate)
+
+
+def _add_rs_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser], help_handler: Any) -> None:
+    group = as_commands.add_parser(
+        "rs",
+        help="register and inspect resource servers (locks) and their keys",
+        description="A resource server (RS) -- a door lock -- is named by its audience (RFC 9200 section 5.8.1,\n"
+        "RFC 8693 section 4.3). The AS shares a symmetric key with it to protect the tokens it issues for\n"
+        "it (COSE_Encrypt0, RFC 8392 section 7.1; RFC 9203 section 3.2 recommends encrypted tokens) and may\n"
+        "give it a secret to call the introspection endpoint (RFC 9200 section 5.9).",
+        formatter_class=Formatter,
+        parents=list(parents),
+    )
+    group.set_defaults(handler=help_handler(group))
+    sub = group.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _command(
+        sub,
+        "add",
+        help="register a resource server; print its AS<->RS key (once)",
+        description="Register a resource server. A fresh AES-CCM-16-64-128 key is generated for the AS and the RS\n"
+        "to share and printed ONCE, as a COSE_Key (RFC 9052 section 7) in hex and base64url: provision it\n"
+        "into the lock. --resources says what the RS serves (AIF-REST 'path:METHODS', RFC 9237, or text\n"
+        "scopes); --token-form how its tokens are protected; --introspection-secret also prints (once) a\n"
+        "secret the RS uses as client_id=AUDIENCE at /introspect.",
+        example="  ostiary as rs add front-door --profile coap_oscore --scope-format aif \\\n"
+        "      --resources '/lock:GET,PUT /battery:GET' --max-lifetime 3600",
+        parents=parents,
+    )
+    p.add_argument("audience", metavar="AUDIENCE")
+    p.add_argument("--profile", action="append", choices=list(PROFILES), help="ACE profile (repeatable)")
+    p.add_argument("--scope-format", choices=("aif", "text"), default="aif", help="scope syntax (default aif)")
+    p.add_argument("--resources", metavar="SPEC", help="'/lock:GET,PUT /battery:GET' (aif) or 'read write' (text)")
+    p.add_argument("--token-form", choices=TOKEN_FORMS, default="encrypt0", help="token protection (default encrypt0)")
+    p.add_argument("--max-lifetime", type=int, metavar="N", default=3600, help="longest token lifetime, seconds")
+    p.add_argument("--public-key", type=Path, metavar="FILE", help="the RS's public key, returned as rs_cnf (RFC 9201)")
+    p.add_argument("--introspection-secret", action="store_true", help="generate and print an introspection secret")
+    p.set_defaults(handler=_cmd_rs_add)
+
+    p = _command(
+        sub,
+        "list",
+        help="list resource servers",
+        description="List resource servers (no secrets).",
+        example="  ostiary as rs list",
+        parents=parents,
+    )
+    p.set_defaults(handler=_cmd_rs_list)
+
+    p = _command(
+        sub,
+        "show",
+        help="show one resource server",
+        description="Show one resource server; keys and\nsecrets appear only as their size.",
+        example="  ostiary as rs show front-door",
+        parents=parents,
+    )
+    p.add_argument("audience", metavar="AUDIENCE")
+    p.set_defaults(handler=_cmd_rs_show)
+
+
+def _add_token_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser], help_handler: Any) -> None:
+    group = as_commands.add_parser(
+        "token",
+        help="inspect issued access tokens",
+        description="The AS records every token it issues (its cti, RFC 8392 section 3.1.7, client, audience,\n"
+        "scope and lifetime) for introspection (RFC 9200 section 5.9) and revocation. Key material is\n"
+        "never shown.",
+        formatter_class=Formatter,
+        parents=list(parents),
+    )
+    group.set_defaults(handler=help_handler(group))
+    sub = group.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _command(
+        sub,
+        "list",
+        help="list issued tokens, newest first",
+        description="List issued tokens, newest\nfirst.",
+        example="  ostiary as token list --client phone-app --limit 20",
+        parents=parents,
+    )
+    p.add_argument("--client", metavar="CLIENT_ID")
+    p.add_argument("--audience", metavar="AUDIENCE")
+    p.add_argument("--limit", type=int, default=50, metavar="N")
+    p.set_defaults(handler=_cmd_token_list)
+
+    p = _command(
+        sub,
+        "show",
+        help="show one token by its cti",
+        description="Show one issued token, named by its\ncti in hex (as 'token list' prints it).",
+        example="  ostiary as token show 3f2a9c01d4e5b6a7",
+        parents=parents,
+    )
+    p.add_argument("cti", metavar="CTI_HEX")
+    p.set_defaults(handler=_cmd_token_show)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    from as_server.config import ConfigError, Settings
+
+    try:
+        return Settings.load(getattr(args, "home", None), **overrides)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _storage(settings: Settings) -> Iterator[Storage]:
+    """Open the deployment's storage (master key + database); one-line errors for the usual mistakes."""
+    from as_server.sealing import MasterKey
+    from as_server.storage.sqlalchemy import open_storage
+
+    try:
+        master_key = MasterKey.load(settings.master_key_file)
+    except FileNotFoundError:
+        raise CommandError(f"no master key at {settings.master_key_file}; run 'ostiary as init' first") from None
+    except PermissionError as exc:
+        raise CommandError(str(exc)) from None
+    except ValueError:
+        raise CommandError("the master key is malformed (expected base64url of 32 bytes)") from None
+    storage = open_storage(settings.effective_database_url, master_key)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _when(t: int | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print_fields(rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows) + 1
+    for name, value in rows:
+        print(f"{name + ':':<{width}} {value}")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def _secret_note(what: str) -> None:
+    print(
+        f"WARNING: store the {what} now: shown only this once, the AS keeps only a hash or a sealed copy.",
+        file=sys.stderr,
+    )
+
+
+def _read_public_key(path: Path) -> Any:
+    from ostiary.cli import _load_key
+
+    try:
+        key, _fmt = _load_key(path.read_bytes())
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CommandError(f"{path} is not a COSE key in CBOR, CBOR hex, JSON or PEM ({type(exc).__name__})") from None
+    if key.is_symmetric:
+        raise CommandError(f"{path} holds a symmetric key; a public key is expected")
+    if key.has_private:
+        raise CommandError(f"{path} holds a private key; register only the public key (keys generate --public)")
+    return key
+
+
+def _scope_value(spec: str, *, aif: bool) -> str | bytes:
+    """A scope given on the command line: AIF spec -> AIF CBOR bytes (RFC 9237), else an RFC 6749 text scope."""
+    from ace_core.errors import WireFormatError
+    from ace_core.scope import AifScope, TextScope
+
+    try:
+        if aif:
+            return AifScope.parse_spec(spec).to_cbor()
+        return TextScope.parse(spec).encode()
+    except (ValueError, WireFormatError) as exc:
+        raise CommandError(f"invalid scope {spec!r}: {exc}", status=2) from None
+
+
+def _scope_text(scope: str | bytes | None) -> str:
+    if scope is None:
+        return "-"
+    if isinstance(scope, bytes):
+        from ace_core.scope import AifScope
+
+        try:
+            return AifScope.from_cbor(scope).to_spec() + " (AIF)"
+        except ValueError:
+            return f"h'{scope.hex()}'"
+    return scope
+
+
+def _profiles(names: Sequence[str] | None, default: frozenset[AceProfile]) -> frozenset[AceProfile]:
+    return frozenset(PROFILES[n] for n in names) if names else default
+
+
+def _profile_text(profiles: frozenset[AceProfile] | AceProfile | None) -> str:
+    if profiles is None:
+        return "-"
+    if isinstance(profiles, AceProfile | int):
+        return _PROFILE_NAMES.get(AceProfile(profiles), str(int(profiles)))
+    return ",".join(sorted(_PROFILE_NAMES.get(p, str(int(p))) for p in profiles)) or "-"
+
+
+def _key_text(key: Any) -> str:
+    if key is None:
+        return "-"
+    return f"{key.kty.name} kid h'{(key.kid or b'').hex()}' thumbprint {key.thumbprint().hex()}"
+
+
+def _hidden(value: bytes | None, what: str = "secret") -> str:
+    return "-" if value is None else f"({what}, {len(value)} bytes)"
+
+
+# --- init / upgrade / serve --------------------------------------------------------------------------------
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from as_server.config import CONFIG_FILE
+    from as_server.sealing import MasterKey
+    from as_server.storage.sqlalchemy import current_revision, upgrade
+
+    home = _settings(args).home
+    if not home.exists():
+        home.mkdir(mode=0o700, parents=True)
+        print(f"created {home} (mode 0700)")
+    else:
+        print(f"using {home}")
+    config = home / CONFIG_FILE
+    if not config.exists():
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fp:
+            fp.write(DEFAULT_CONFIG)
+        print(f"wrote {config} (every setting commented out at its default)")
+    settings = _settings(args)
+    if os.environ.get("OSTIARY_MASTER_KEY"):
+        print("master key: from OSTIARY_MASTER_KEY (no key file written)")
+    elif settings.master_key_file.exists():
+        print(f"master key: {settings.master_key_file} exists")
+    else:
+        MasterKey.create_file(settings.master_key_file)
+        print(f"master key: created {settings.master_key_file} (mode 0600); back it up: no stored key opens without it")
+    url = settings.effective_database_url
+    before = current_revision(url)
+    upgrade(url)
+    after = current_revision(url)
+    if before == after:
+        print(f"database: at revision {after}, nothing to do")
+    else:
+        print(f"database: migrated {before or '(empty)'} -> {after}")
+    with _storage(settings) as storage:
+        key = storage.signing_key()
+        if key is None:
+            key = _new_signing_key()
+            storage.add_signing_key(key)
+            print(f"signing key: created Ed25519 key kid h'{key.kid.hex()}'")
+        else:
+            print(f"signing key: kid h'{key.kid.hex()}' in use")
+    policy = settings.effective_policy_file
+    if not policy.exists() and policy.parent == settings.home:
+        fd = os.open(policy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fp:
+            fp.write(DEFAULT_POLICY)
+        print(f"wrote {policy} (no rules yet: every token request is refused until you add some)")
+    elif not policy.exists():
+        print(f"note: no policy file at {policy}; every token request is refused until it exists")
+    return 0
+
+
+def _new_signing_key() -> Any:
+    from ace_core.keys import CoseKey
+    from as_server.models import SigningKey
+
+    key = CoseKey.generate(CoseAlgorithm.EDDSA)
+    assert key.kid is not None
+    return SigningKey(kid=key.kid, alg=CoseAlgorithm.EDDSA, key=key, created_at=_now())
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from as_server.storage.sqlalchemy import current_revision, upgrade
+    from as_server.storage.sqlalchemy.engine import safe_url
+
+    settings = _settings(args)
+    url = settings.effective_database_url
+    before = current_revision(url)
+    upgrade(url)
+    after = current_revision(url)
+    where = safe_url(url)
+    if before == after:
+        print(f"{where}: at revision {after}, nothing to do")
+    else:
+        print(f"{where}: migrated {before or '(empty)'} -> {after}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from as_server.server import configure_logging, serve
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("coap_host", "coap_port", "http_host", "http_port")
+        if getattr(args, name) is not None
+    }
+    settings = _settings(args, **overrides)
+    configure_logging(settings.log_level)
+    try:
+        return serve(settings)
+    except FileNotFoundError as exc:
+        if exc.filename is not None and Path(exc.filename) == settings.master_key_file:
+            raise CommandError(f"no master key at {settings.master_key_file}; run 'ostiary as init' first") from None
+        raise
+
+
+# --- client ------------------------------------------------------------------------------------------------
+
+
+def _cmd_client_add(args: argparse.Namespace) -> int:
+    from as_server.models import Client, PopKeyType
+    from as_server.sealing import generate_secret, hash_secret
+    from as_server.storage.base import DuplicateError
+
+    default_scope = None
+    if args.default_scope is not None:
+        default_scope = _scope_value(args.default_scope, aif=args.default_scope.startswith("/"))
+    public_key = _read_public_key(args.public_key) if args.public_key else None
+    audiences = frozenset(args.audience) | ({args.default_audience} if args.default_audience else set())
+    secret = generate_secret()
+    client = Client(
+        client_id=args.client_id,
+        secret_hash=hash_secret(secret),
+        display_name=args.name,
+        audiences=audiences,
+        profiles=_profiles(args.profile, frozenset({AceProfile.COAP_OSCORE})),
+        pop_key_types=frozenset(PopKeyType(k) for k in (args.pop_key or ["symmetric"])),
+        public_key=public_key,
+        default_audience=args.default_audience,
+        default_scope=default_scope,
+        created_at=_now(),
+    )
+    with _storage(_settings(args)) as storage:
+        try:
+            storage.add_client(client)
+        except DuplicateError:
+            raise CommandError(f"client {args.client_id!r} exists (see 'client rotate-secret')") from None
+    print(f"added client {args.client_id}")
+    print(f"client_secret: {secret}")
+    _secret_note("client secret")
+    return 0
+
+
+def _get_client(storage: Storage, client_id: str) -> Any:
+    client = storage.get_client(client_id)
+    if client is None:
+        raise CommandError(f"no client {client_id!r}")
+    return client
+
+
+def _cmd_client_list(args: argparse.Namespace) -> int:
+    with _storage(_settings(args)) as storage:
+        clients = storage.list_clients()
+    rows = [
+        [
+            c.client_id,
+            "yes" if c.enabled else "no",
+            ",".join(sorted(c.audiences)) or "-",
+            _profile_text(c.profiles),
+            c.display_name or "-",
+        ]
+        for c in clients
+    ]
+    _table(["CLIENT_ID", "ENABLED", "AUDIENCES", "PROFILES", "NAME"], rows)
+    return 0
+
+
+def _cmd_client_show(args: argparse.Namespace) -> int:
+    with _storage(_settings(args)) as storage:
+        c = _get_client(storage, args.client_id)
+    _print_fields(
+        [
+            ("client_id", c.client_id),
+            ("name", c.display_name or "-"),
+            ("enabled", "yes" if c.enabled else "no"),
+            ("secret", _hidden(c.secret_hash, "secret hash")),
+            ("grant types", ",".join(sorted(g.name.lower() for g in c.grant_types))),
+            ("audiences", ",".join(sorted(c.audiences)) or "-"),
+            ("default audience", c.default_audience or "-"),
+            ("default scope", _scope_text(c.default_scope)),
+            ("profiles", _profile_text(c.profiles)),
+            ("pop keys", ",".join(sorted(str(k) for k in c.pop_key_types))),
+            ("public key", _key_text(c.public_key)),
+            ("created", _when(c.created_at)),
+        ]
+    )
+    return 0
+
+
+def _cmd_client_enable(args: argparse.Namespace) -> int:
+    with _storage(_settings(args)) as storage:
+        client = _get_client(storage, args.client_id)
+        storage.update_client(dataclasses.replace(client, enabled=args.enabled))
+    print(f"{'enabled' if args.enabled else 'disabled'} client {args.client_id}")
+    return 0
+
+
+def _cmd_client_rotate(args: argparse.Namespace) -> int:
+    from as_server.sealing import generate_secret, hash_secret
+
+    secret = generate_secret()
+    with _storage(_settings(args)) as storage:
+        client = _get_client(storage, args.client_id)
+        storage.update_client(dataclasses.replace(client, secret_hash=hash_secret(secret)))
+    print(f"new secret for client {args.client_id} (the old one no longer works)")
+    print(f"client_secret: {secret}")
+    _secret_note("client secret")
+    return 0
+
+
+# --- rs ----------------------------------------------------------------------------------------------------
+
+
+def _cmd_rs_add(args: argparse.Namespace) -> int:
+    from ace_core.keys import CoseKey, b64url_encode
+    from as_server.models import ResourceServer, ScopeFormat, TokenForm
+    from as_server.sealing import generate_secret, hash_secret
+    from as_server.storage.base import DuplicateError
+
+    if args.max_lifetime < 1:
+        raise CommandError("--max-lifetime must be at least 1 second", status=2)
+    aif = args.scope_format == "aif"
+    resources = _scope_value(args.resources, aif=aif) if args.resources else None
+    public_key = _read_public_key(args.public_key) if args.public_key else None
+    shared_key = CoseKey.generate(CoseAlgorithm.AES_CCM_16_64_128)
+    secret = generate_secret() if args.introspection_secret else None
+    rs = ResourceServer(
+        audience=args.audience,
+        shared_key=shared_key,
+        public_key=public_key,
+        profiles=_profiles(args.profile, frozenset({AceProfile.COAP_OSCORE})),
+        scope_format=ScopeFormat(args.scope_format),
+        resources=resources,
+        token_form=TokenForm(args.token_form),
+        max_lifetime=args.max_lifetime,
+        introspection_secret_hash=hash_secret(secret) if secret is not None else None,
+        created_at=_now(),
+    )
+    with _storage(_settings(args)) as storage:
+        try:
+            storage.add_resource_server(rs)
+        except DuplicateError:
+            raise CommandError(f"resource server {args.audience!r} exists") from None
+    encoded = shared_key.to_cbor()
+    print(f"added resource server {args.audience}")
+    print(f"AS<->RS key (COSE_Key, AES-CCM-16-64-128, kid h'{(shared_key.kid or b'').hex()}'):")
+    print(f"  hex:       {encoded.hex()}")
+    print(f"  base64url: {b64url_encode(encoded)}")
+    if secret is not None:
+        print(f"introspection client_id: {args.audience}")
+        print(f"introspection secret: {secret}")
+    _secret_note("AS<->RS key" + (" and the introspection secret" if secret is not None else ""))
+    return 0
+
+
+def _cmd_rs_list(args: argparse.Namespace) -> int:
+    with _storage(_settings(args)) as storage:
+        servers = storage.list_resource_servers()
+    rows = [
+        [
+            rs.audience,
+            "yes" if rs.enabled else "no",
+            _profile_text(rs.profiles),
+            str(rs.scope_format),
+            str(rs.token_form),
+            str(rs.max_lifetime),
+        ]
+        for rs in servers
+    ]
+    _table(["AUDIENCE", "ENABLED", "PROFILES", "SCOPES", "TOKEN_FORM", "MAX_LIFETIME"], rows)
+    return 0
+
+
+def _cmd_rs_show(args: argparse.Namespace) -> int:
+    with _storage(_settings(args)) as storage:
+        rs = storage.get_resource_server(args.audience)
+    if rs is None:
+        raise CommandError(f"no resource server {args.audience!r}")
+    shared = rs.shared_key
+    _print_fields(
+        [
+            ("audience", rs.audience),
+            ("enabled", "yes" if rs.enabled else "no"),
+            ("profiles", _profile_text(rs.profiles)),
+            ("scope format", str(rs.scope_format)),
+            ("resources", _scope_text(rs.resources)),
+            ("token form", str(rs.token_form)),
+            ("max lifetime", f"{rs.max_lifetime} s"),
+            (
+                "shared key",
+                "-"
+                if shared is None or shared.k is None
+                else f"kid h'{(shared.kid or b'').hex()}' (secret, {len(shared.k)} bytes)",
+            ),
+            ("public key", _key_text(rs.public_key)),
+            ("introspection", _hidden(rs.introspection_secret_hash, "secret hash")),
+            ("created", _when(rs.created_at)),
+        ]
+    )
+    return 0
+
+
+# --- token -------------------------------------------------------------------------------------------------
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1", status=2)
+    with _storage(_settings(args)) as storage:
+        tokens = storage.list_tokens(client_id=args.client, audience=args.audience, limit=args.limit)
+    now = _now()
+    rows = [
+        [
+            t.cti.hex(),
+            t.client_id,
+            t.audience,
+            _scope_text(t.scope),
+            _when(t.exp),
+            str(t.status) if t.status != "active" or t.exp > now else "expired",
+        ]
+        for t in tokens
+    ]
+    _table(["CTI", "CLIENT", "AUDIENCE", "SCOPE", "EXPIRES", "STATUS"], rows)
+    return 0
+
+
+def _cmd_token_show(args: argparse.Namespace) -> int:
+    try:
+        cti = bytes.fromhex(args.cti)
+    except ValueError:
+        raise CommandError(f"not hex: {args.cti!r}", status=2) from None
+    with _storage(_settings(args)) as storage:
+        t = storage.get_by_cti(cti)
+    if t is None:
+        raise CommandError(f"no token with cti {args.cti}")
+    _print_fields(
+        [
+            ("cti", t.cti.hex()),
+            ("client", t.client_id),
+            ("audience", t.audience),
+            ("scope", _scope_text(t.scope)),
+            ("profile", _profile_text(t.profile)),
+            ("issued", _when(t.iat)),
+            ("expires", _when(t.exp)),
+            ("status", str(t.status)),
+            ("subject", t.subject or "-"),
+            ("pop key id", "-" if t.pop_kid is None else f"h'{t.pop_kid.hex()}'"),
+            ("cnf", _hidden(t.cnf, "key material, not shown")),
+            ("token hash", t.token_hash.hex()),
+        ]
+    )
+    return 0
+
+
+# --- keys rotate -------------------------------------------------------------------------------------------
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    now = _now()
+    with _storage(settings) as storage:
+        lifetime = max([settings.token_lifetime, *(rs.max_lifetime for rs in storage.list_resource_servers())])
+        old = storage.signing_key()
+        new = _new_signing_key()
+        storage.add_signing_key(new)
+        if old is not None:
+            storage.retire(old.kid, at=now, retire_after=now + lifetime)
+    print(f"signing key: new Ed25519 key kid h'{new.kid.hex()}' is active")
+    print(f"  public COSE_Key: {new.key.public().to_cbor().hex()}")
+    if old is not None:
+        print(f"  previous key h'{old.kid.hex()}' retired; it verifies tokens until {_when(now + lifetime)}")
+    return 0

@@ -1,0 +1,206 @@
+"""``ostiary as``: init/upgrade, client, rs, token and keys administration (secrets printed once, never shown
+again), one-line errors, and help texts that teach."""
+
+from __future__ import annotations
+
+import argparse
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from ace_core.keys import CoseKey, b64url_encode
+from ace_core.messages import TokenRequest
+from ace_core.registry import CoseAlgorithm
+from ace_core.scope import AifScope
+from ostiary.cli import build_parser, main
+
+pytest.importorskip("as_server.storage.sqlalchemy")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("OSTIARY_HOME", "OSTIARY_MASTER_KEY", "OSTIARY_DATABASE_URL", "OSTIARY_POLICY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "home"
+
+
+def run(home: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["as", "--home", str(home), *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _secret(out: str, label: str) -> str:
+    lines = [line for line in out.splitlines() if line.startswith(label)]
+    assert len(lines) == 1, out
+    return lines[0].split(":", 1)[1].strip()
+
+
+def test_init_is_idempotent_and_says_what_it_did(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "init")
+    assert code == 0
+    assert "created" in out and "master key: created" in out and "migrated" in out and "signing key: created" in out
+    assert _mode(home) == 0o700
+    assert _mode(home / "master.key") == 0o600
+    assert (home / "ostiary.toml").read_text().startswith("# Ostiary")
+    code, out, _ = run(home, capsys, "init")
+    assert code == 0
+    assert "exists" in out and "nothing to do" in out and "in use" in out
+    code, out, _ = run(home, capsys, "upgrade")
+    assert code == 0 and "nothing to do" in out
+
+
+def test_init_with_master_key_in_the_environment(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OSTIARY_MASTER_KEY", b64url_encode(bytes(32)))
+    code, out, _ = run(home, capsys, "init")
+    assert code == 0 and "OSTIARY_MASTER_KEY" in out
+    assert not (home / "master.key").exists()
+
+
+def test_home_after_the_command_name(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["as", "init", "--home", str(home)]) == 0
+    assert (home / "master.key").exists()
+    capsys.readouterr()
+
+
+def test_client_lifecycle_prints_the_secret_once(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(home, capsys, "init")
+    code, out, err = run(
+        home, capsys, "client", "add", "phone-app", "--name", "Phone", "--audience", "front-door",
+        "--default-scope", "/lock:GET,PUT", "--profile", "coap_oscore", "--pop-key", "symmetric",
+    )  # fmt: skip
+    assert code == 0
+    secret = _secret(out, "client_secret")
+    assert len(secret) == 43 and "only this once" in err
+
+    for argv in (("client", "show", "phone-app"), ("client", "list")):
+        code, shown, _ = run(home, capsys, *argv)
+        assert code == 0 and secret not in shown
+    assert "(secret hash, 32 bytes)" in run(home, capsys, "client", "show", "phone-app")[1]
+
+    code, out, _ = run(home, capsys, "client", "rotate-secret", "phone-app")
+    assert code == 0
+    assert _secret(out, "client_secret") != secret
+
+    assert run(home, capsys, "client", "disable", "phone-app")[0] == 0
+    assert "enabled:          no" in run(home, capsys, "client", "show", "phone-app")[1]
+
+    code, _, err = run(home, capsys, "client", "add", "phone-app")
+    assert code == 1 and err.count("\n") == 1 and "exists" in err
+
+
+def test_rs_add_prints_the_key_once_and_show_hides_it(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(home, capsys, "init")
+    code, out, _ = run(
+        home, capsys, "rs", "add", "front-door", "--resources", "/lock:GET,PUT", "--introspection-secret",
+        "--max-lifetime", "600",
+    )  # fmt: skip
+    assert code == 0
+    key_hex = _secret(out, "  hex")
+    key = CoseKey.from_cbor(bytes.fromhex(key_hex))
+    assert key.alg == CoseAlgorithm.AES_CCM_16_64_128 and key.k is not None and len(key.k) == 16
+    assert b64url_encode(key.to_cbor()) == _secret(out, "  base64url")
+    intro = _secret(out, "introspection secret")
+
+    code, shown, _ = run(home, capsys, "rs", "show", "front-door")
+    assert code == 0
+    for secret in (key_hex, key.k.hex(), b64url_encode(key.k), intro):
+        assert secret not in shown
+    assert "(secret, 16 bytes)" in shown and "/lock:GET,PUT (AIF)" in shown
+    assert "front-door" in run(home, capsys, "rs", "list")[1]
+
+
+def test_token_list_and_show_without_key_material(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from as_server.app import AuthorizationServer
+    from as_server.config import Settings
+
+    run(home, capsys, "init")
+    (home / "policy.yaml").write_text('rules:\n  - client: "*"\n    audience: front-door\n    scope: "/lock:GET"\n')
+    run(home, capsys, "rs", "add", "front-door", "--resources", "/lock:GET")
+    secret = _secret(run(home, capsys, "client", "add", "app", "--audience", "front-door")[1], "client_secret")
+    with AuthorizationServer.from_settings(Settings.load(home, env={})) as server:
+        info = server.token_endpoint.handle(
+            TokenRequest(
+                client_id="app",
+                client_secret=secret.encode(),
+                audience="front-door",
+                scope=AifScope.parse_spec("/lock:GET").to_cbor(),
+            ),
+            credentials=None,
+            peer="127.0.0.1",
+        )
+        (record,) = server.storage.list_tokens()
+    assert info.cnf is not None
+    code, out, _ = run(home, capsys, "token", "list", "--client", "app")
+    assert code == 0 and record.cti.hex() in out and "/lock:GET (AIF)" in out
+    code, out, _ = run(home, capsys, "token", "show", record.cti.hex())
+    assert code == 0 and "(key material, not shown" in out
+    ms = dict(info.cnf)[4][2]  # the OSCORE master secret (RFC 9203 §3.2.1: cnf 4 = osc, ms = 2)
+    assert ms.hex() not in out and b64url_encode(ms) not in out
+    assert run(home, capsys, "token", "show", "zz")[0] == 2
+
+
+def test_keys_rotate_retires_the_old_key(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from as_server.config import Settings
+    from as_server.sealing import MasterKey
+    from as_server.storage.sqlalchemy import open_storage
+
+    run(home, capsys, "init")
+    code, out, _ = run(home, capsys, "keys", "rotate")
+    assert code == 0 and "retired" in out
+    settings = Settings.load(home, env={})
+    storage = open_storage(settings.effective_database_url, MasterKey.load(settings.master_key_file))
+    try:
+        now = int(time.time())
+        active = storage.signing_key()
+        assert active is not None and active.kid.hex() in out
+        kids = {k.kid for k in storage.verification_keys(now)}
+        assert len(kids) == 2  # the old key still verifies
+        assert not {k.kid for k in storage.verification_keys(now + settings.token_lifetime + 1)} - {active.kid}
+    finally:
+        storage.close()
+
+
+def test_errors_are_one_line(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(home, capsys, "client", "list")  # no init yet
+    assert code == 1 and err.startswith("ostiary: error: no master key") and err.count("\n") == 1
+    run(home, capsys, "init")
+    code, _, err = run(home, capsys, "client", "show", "nobody")
+    assert code == 1 and err == "ostiary: error: no client 'nobody'\n"
+    code, _, err = run(home, capsys, "rs", "add", "x", "--resources", "lock-without-slash")
+    assert code == 2 and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["as", "--home", str(home), "rs", "add"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+
+
+def _leaf_parsers(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.extend(_leaf_parsers(sub, (*prefix, name)))
+    return found or [(prefix, parser)]
+
+
+def test_every_as_command_help_teaches() -> None:
+    parser = build_parser()
+    leaves = [(path, p) for path, p in _leaf_parsers(parser) if path[:1] == ("as",) and path[1:2] != ("keys",)]
+    leaves.append((("as", "keys", "rotate"), dict(_leaf_parsers(parser))[("as", "keys", "rotate")]))
+    assert len(leaves) >= 14
+    for path, sub in leaves:
+        text = sub.format_help()
+        assert "example:" in text, path
+        assert "ostiary as" in text.split("example:")[1], path
+        assert sub.description and len(sub.description) > 20, path
