@@ -2,7 +2,7 @@
 
 The AS authenticates clients with pre-established secrets, applies the consent policies of :mod:`policies` and
 issues CWT access tokens (RFC 8392) bound to the client's key through a ``cnf`` claim (RFC 8747), over CoAP
-(``application/ace+cbor``) and HTTP (JSON). Planned scope:
+(``application/ace+cbor``) and HTTP (JSON). What it implements:
 
 * token endpoint -- RFC 9200 §5.8 (request §5.8.1, grant types §5.8.4.1 Table 4, error responses §5.8.3,
   CBOR mappings §5.8.5 Table 5); PoP key parameters ``req_cnf``, ``cnf`` and ``rs_cnf`` -- RFC 9201 §3;
@@ -14,5 +14,6 @@ Layout (STYLE §3.1): framework-free endpoints and grants, injected storage Prot
 backends, and thin CoAP/HTTP adapters under ``transport/``. All wire formats and token crypto come from
 :mod:`ace_core`; this package never imports :mod:`resource_server` or :mod:`client_sdk`.
 
-Status: nothing is implemented here yet; the endpoints arrive in the next issues.
+Status: the token and introspection endpoints, client authentication, storage (memory, SQLite, PostgreSQL) and
+both transports work (``ostiary as serve``); the bootstrap adapter arrives with its own issue.
 """

@@ -66,7 +66,7 @@ class Client:
     audiences: frozenset[str] = frozenset()  # audiences it may ask for; empty: none
     profiles: frozenset[AceProfile] = frozenset({AceProfile.COAP_OSCORE})
     pop_key_types: frozenset[PopKeyType] = frozenset({PopKeyType.SYMMETRIC})
-    public_key: CoseKey | None = None  # registered PoP key; when set, req_cnf must name or equal it
+    public_key: CoseKey | None = None  # the only raw public key req_cnf may bind (RFC 9202 §3.2.1)
     default_audience: str | None = None
     default_scope: str | bytes | None = None
     enabled: bool = True

@@ -208,7 +208,7 @@ class Server:
     _fh: Any = None
 
     def start(self) -> None:
-        self._fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self._fh = open(self.log, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._fh, stderr=subprocess.STDOUT
         )
@@ -493,6 +493,8 @@ class Run:
     p50_ms: float | None
     p99_ms: float | None
     errors: dict[str, int]
+    #: Responses the server sent while its CPU time was measured (CoAP: the warm-up second included).
+    served: int
     server_cpu_s: float
     loadgen_cpu_s: float
     #: CPU used by everything else on the machine meanwhile (other servers, other users' jobs).
@@ -501,7 +503,7 @@ class Run:
 
     @property
     def server_cpu_ms_per_request(self) -> float | None:
-        return self.server_cpu_s * 1e3 / self.requests if self.requests else None
+        return self.server_cpu_s * 1e3 / self.served if self.served else None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "server_cpu_ms_per_request": self.server_cpu_ms_per_request}
@@ -532,6 +534,7 @@ def _measure(t: Target, server: Server, seconds: float, workdir: Path, round_: i
         requests = int(parsed.get("requests", round(parsed["rate"] * seconds)))
         errors = parsed["errors"]
         rate, p50, p99 = parsed["rate"], parsed.get("p50_ms"), parsed.get("p99_ms")
+        served = requests
         t.issued += requests - errors.get("non-2xx", 0)
     else:
         argv = [
@@ -565,6 +568,7 @@ def _measure(t: Target, server: Server, seconds: float, workdir: Path, round_: i
         requests = doc["requests"]
         errors = {k: v for k, v in doc["errors"].items() if v}
         rate, p50, p99 = doc["rate"], doc["p50_ms"], doc["p99_ms"]
+        served = doc["ok_total"] + sum(errors.values())
         t.issued += doc["ok_total"]  # every 2.xx seen, warm-up included
     server_cpu, loadgen_cpu = server.cpu() - cpu0, _children_cpu() - gen0
     return Run(
@@ -575,6 +579,7 @@ def _measure(t: Target, server: Server, seconds: float, workdir: Path, round_: i
         p50_ms=p50,
         p99_ms=p99,
         errors=errors,
+        served=served,
         server_cpu_s=server_cpu,
         loadgen_cpu_s=loadgen_cpu,
         other_cpu_s=max(0.0, _machine_busy() - busy0 - server_cpu - loadgen_cpu),
@@ -944,11 +949,10 @@ def _settings_defaults() -> tuple[int, int]:
     """``http_workers`` and ``http_threads`` defaults of the AS settings (2 x 8 if the module is missing)."""
     try:
         from as_server.config import Settings
-
-        fields = Settings.__dataclass_fields__
-        return int(fields["http_workers"].default), int(fields["http_threads"].default)
-    except (ImportError, KeyError, TypeError, ValueError):
+    except ImportError:
         return 2, 8
+    defaults = Settings(home=ROOT)  # only the field defaults; nothing is read
+    return defaults.http_workers, defaults.http_threads
 
 
 @dataclass(frozen=True)
@@ -1358,7 +1362,7 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
     for key, text in validation.items():
         out.append(f"  validation {rows[key].target.title}: {text}")
     for server, counts in recorded.items():
-        rows_n, answered = counts["rows"], counts["answered_2xx"]
+        rows_n, answered = counts["rows"], counts["answered_2xx"] or 0
         if rows_n is None:
             out.append(f"  recorded tokens, {servers[server].name}: n/a (database not readable)")
             continue

@@ -12,5 +12,6 @@ Planned scope:
 Wire formats and proof-of-possession keys come from :mod:`ace_core`; this package never imports
 :mod:`as_server` or :mod:`resource_server`.
 
-Status: nothing is implemented here yet; the SDK arrives in the next issues.
+Status: :class:`client_sdk.client.AceClient` requests tokens over CoAP and HTTP; discovery from creation
+hints, the token upload and the OSCORE profile arrive with the resource-server issue.
 """

@@ -57,9 +57,11 @@ Decisions where the RFCs leave a choice (each also noted where it is implemented
   checked to be unused by this client at this audience. They may only travel in an encrypted token (RFC 8747
   §3.3, RFC 9203 §3.2); an audience whose token form is ``sign1`` or ``mac0`` is a configuration error: the
   request is refused with ``invalid_request`` and an error is logged.
-* **A client without a registered public key** may bind any Ed25519 / P-256 key its authenticated request
-  presents; RFC 9202 §3.2.1 asks the AS to check that the key is associated with the client, which a registered
-  ``public_key`` makes strict.
+* **A client's own public key** can only be bound when it is the client's registered ``public_key``: RFC 9202
+  §3.2.1 says the AS MUST check that the key is associated with the client, and a client that authenticates with a
+  secret proves nothing about a key it merely names. Anything else is ``invalid_request``. The token response then
+  MUST carry ``rs_cnf`` (RFC 9202 §3.2.1, RFC 9201 §3.2): an audience without a registered public key cannot take
+  raw-public-key clients and answers ``unsupported_pop_key``.
 * **Scope in the response** (RFC 6749 §5.1): present when it differs from the request or the request had none.
   It takes the form the request used (text stays text, AIF JSON text stays text, AIF bytes stay bytes); a scope
   taken from the client's default is in CBOR form (bytes for AIF), which an HTTP transport converts with
@@ -379,10 +381,10 @@ class TokenEndpoint:
         if key_type not in client.pop_key_types:
             raise UnsupportedPopKey("key type not allowed for this client", detail=str(key_type))
         registered = client.public_key
-        if registered is not None:
-            if registered.is_symmetric or registered.thumbprint() != key.thumbprint():
-                raise InvalidRequest("req_cnf is not the registered key of the client")
-            key = registered.public()
+        if registered is None or registered.is_symmetric or registered.thumbprint() != key.thumbprint():
+            # RFC 9202 §3.2.1: the AS MUST check that the client is associated with the key.
+            raise InvalidRequest("req_cnf is not the registered key of the client")
+        key = registered.public()
         if key.kid is None:
             key = dataclasses.replace(key, kid=_key_id(key))
         return _Pop(_Mode.KEY, key_type=key_type, key=key)
@@ -597,13 +599,14 @@ class TokenEndpoint:
             return cnf, dict(cnf.to_cbor_map()), None, psk.kid
         if pop.mode is _Mode.KEY:
             assert pop.key is not None and pop.key.kid is not None
-            rs_cnf = None
-            if rs.public_key is not None:  # RFC 9201 §3.2, RFC 9202 §3.2.1
-                if rs.public_key.is_symmetric:
-                    _misconfigured(rs, "public_key is a symmetric key")
-                rs_cnf = dict(Confirmation(cose_key=rs.public_key.public()).to_cbor_map())
-            else:
-                logger.warning("resource server %r has no public key to return as rs_cnf", rs.audience)
+            # RFC 9202 §3.2.1: rs_cnf MUST be returned (the AS cannot know that the client has the RS's key).
+            if rs.public_key is None:
+                raise UnsupportedPopKey(
+                    "audience does not accept raw public keys", detail=f"{rs.audience} has no public key"
+                )
+            if rs.public_key.is_symmetric:
+                _misconfigured(rs, "public_key is a symmetric key")
+            rs_cnf = dict(Confirmation(cose_key=rs.public_key.public()).to_cbor_map())
             return Confirmation(cose_key=pop.key), None, rs_cnf, pop.key.kid
         assert pop.mode is _Mode.KID and pop.kid is not None
         # RFC 9203 §3.1 / RFC 9202 §4: the token names the key the RS already holds; the response has no cnf.

@@ -15,10 +15,11 @@ database" (library-notes §4):
 
 Commit modes (``commit=``):
 
-* ``"group"`` (default): group commit. Request threads hand their row to one writer thread per worker process and
-  wait; the writer takes every row waiting in its queue, inserts them in one transaction and commits once (one
-  WAL fsync for the batch), then wakes the waiters. Under load a batch holds about as many rows as there are
-  request threads waiting.
+* ``"group"`` (default): group commit, the same scheme as ``as_server.storage.sqlalchemy.group_commit``. Request
+  threads hand their row to one writer thread per worker process and wait; the writer takes the rows waiting in
+  its queue (at most :data:`MAX_BATCH`), inserts them in one transaction and commits once (one WAL fsync for the
+  batch), then wakes the waiters. Under load a batch holds about as many rows as there are request threads
+  waiting.
 * ``"each"``: one transaction and one commit (fsync) per token, as Authlib's documentation examples do.
 
 Run: ``gunicorn -k gthread -w W --threads T
@@ -52,6 +53,8 @@ ISSUER = "https://as.example.com"
 LIFETIME = 3600
 COMMIT_MODES = ("group", "each")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Rows per group commit at most (ours: ``DEFAULT_MAX_BATCH`` = 256).
+MAX_BATCH = 256
 
 metadata = MetaData()
 clients = Table(
@@ -183,7 +186,7 @@ class GroupCommitter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while True:
+            while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:

@@ -9,8 +9,10 @@ PostgreSQL: the server at ``127.0.0.1:5432`` (user ``postgres``), or the libpq c
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,9 +44,9 @@ def master_key() -> MasterKey:
     return MasterKey.generate()[0]
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database (``postgresql+psycopg://`` URL), dropped after the test."""
+@contextmanager
+def _throwaway_postgres_database() -> Iterator[str]:
+    """Create a uniquely named database, yield its ``postgresql+psycopg://`` URL, drop it afterwards."""
     try:
         import psycopg
         from psycopg import sql
@@ -64,6 +66,33 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database (``postgresql+psycopg://`` URL), dropped after the test."""
+    with _throwaway_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres() -> Iterator[str]:
+    """One migrated PostgreSQL database for the whole session; ``storage`` empties it before each test."""
+    from as_server.storage.sqlalchemy import upgrade
+
+    with _throwaway_postgres_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that ``storage`` copies for each test (cheaper than migrating each time)."""
+    from as_server.storage.sqlalchemy import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "ostiary.db"
+    upgrade(f"sqlite:///{path}")  # the engine is disposed: the WAL is checkpointed into the file
+    return path
 
 
 @pytest.fixture(params=SQL_BACKENDS)
@@ -91,7 +120,7 @@ def open_sql() -> Iterator[Callable[..., Storage]]:
 
 @pytest.fixture(params=BACKENDS)
 def storage(request: pytest.FixtureRequest, master_key: MasterKey, tmp_path: Path) -> Iterator[Storage]:
-    """A new, empty storage of each backend."""
+    """A new, empty, migrated storage of each backend."""
     backend: Storage
     if request.param == "memory":
         from as_server.storage.memory import MemoryStorage
@@ -100,7 +129,15 @@ def storage(request: pytest.FixtureRequest, master_key: MasterKey, tmp_path: Pat
     else:
         from as_server.storage.sqlalchemy import open_storage
 
-        backend = open_storage(_empty_database(request, tmp_path), master_key, create=True)
+        if request.param == "sqlite":
+            path = tmp_path / "ostiary.db"
+            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+            path.chmod(0o600)
+            url = f"sqlite:///{path}"
+        else:
+            url = request.getfixturevalue("_migrated_postgres")
+            _empty_postgres_tables(url)
+        backend = open_storage(url, master_key)
     try:
         yield backend
     finally:
@@ -111,3 +148,17 @@ def _empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ostiary.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+def _empty_postgres_tables(url: str) -> None:
+    import sqlalchemy as sa
+
+    from as_server.storage.sqlalchemy.tables import metadata
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            names = ", ".join(table.name for table in metadata.sorted_tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY"))
+    finally:
+        engine.dispose()

@@ -37,9 +37,10 @@ LOCK_SHARED_KEY = CoseKey.symmetric(bytes(range(16)), kid=b"lock-aif-key")
 NESTED_SHARED_KEY = CoseKey.symmetric(bytes(range(32, 64)), kid=b"lock-nested-key")
 MAC_SHARED_KEY = CoseKey.symmetric(bytes(range(64, 96)), kid=b"lock-mac-key")
 RS_PUBLIC_KEY = CoseKey.generate(CoseAlgorithm.EDDSA, kid=b"lock-rs-rpk")
+SENSOR_PUBLIC_KEY = CoseKey.generate(CoseAlgorithm.ES256, kid=b"sensor-rs-rpk")
 AS_SIGNING_KEY = CoseKey.generate(CoseAlgorithm.EDDSA, kid=b"as-sign-1")
-CLIENT_ED25519 = CoseKey.generate(CoseAlgorithm.EDDSA)
-CLIENT_P256 = CoseKey.generate(CoseAlgorithm.ES256)
+CLIENT_ED25519 = CoseKey.generate(CoseAlgorithm.EDDSA)  # phone-app's registered public key
+CLIENT_P256 = CoseKey.generate(CoseAlgorithm.ES256)  # registered by no client unless a test overrides it
 RPK_CLIENT_KEY = CoseKey.generate(CoseAlgorithm.EDDSA, kid=b"rpk-client-key")
 
 LOCK_POLICY = """
@@ -68,7 +69,11 @@ def aif(spec: str) -> bytes:
 
 
 def resource_servers() -> list[ResourceServer]:
-    """The registered audiences."""
+    """The registered audiences.
+
+    Raw-public-key clients need the RS's public key in ``rs_cnf`` (RFC 9202 §3.2.1): ``lock-aif``, ``lock-mac`` and
+    ``sensor-text`` have one; ``lock-nested`` (DTLS, but no public key) and ``lock-oscore-only`` do not.
+    """
     return [
         ResourceServer(
             audience="lock-aif",
@@ -98,6 +103,7 @@ def resource_servers() -> list[ResourceServer]:
             audience="sensor-text",
             profiles=frozenset({AceProfile.COAP_DTLS, AceProfile.COAP_OSCORE}),
             scope_format=ScopeFormat.TEXT,
+            public_key=SENSOR_PUBLIC_KEY.public(),
             token_form=TokenForm.SIGN1,
             max_lifetime=600,
             introspection_secret_hash=hash_secret(SENSOR_INTROSPECTION_SECRET),
@@ -112,7 +118,8 @@ def resource_servers() -> list[ResourceServer]:
 
 
 def clients() -> list[Client]:
-    """The registered clients."""
+    """The registered clients. Only a client's registered ``public_key`` can be bound from ``req_cnf`` (RFC 9202
+    §3.2.1): ``phone-app`` has :data:`CLIENT_ED25519`, ``rpk-client`` has :data:`RPK_CLIENT_KEY`."""
     every_key = frozenset({PopKeyType.SYMMETRIC, PopKeyType.ED25519, PopKeyType.P256})
     both = frozenset({AceProfile.COAP_OSCORE, AceProfile.COAP_DTLS})
     return [
@@ -124,6 +131,7 @@ def clients() -> list[Client]:
             pop_key_types=every_key,
             default_audience="lock-aif",
             default_scope=aif("/lock:GET"),
+            public_key=CLIENT_ED25519.public(),
         ),
         Client(
             client_id="rpk-client",

@@ -59,6 +59,7 @@ from tests.as_server.fixtures_endpoints import (
     RPK_CLIENT_KEY,
     RPK_SECRET,
     RS_PUBLIC_KEY,
+    SENSOR_PUBLIC_KEY,
     World,
     aif,
     open_token,
@@ -87,6 +88,15 @@ def expect(error: type[Exception], status: Status, call: Any, *args: Any, **kwar
 def cnf_req(key: CoseKey) -> dict[int, Any]:
     """``req_cnf`` carrying ``key`` by value (RFC 9201 §3.1, Fig. 1)."""
     return Confirmation(cose_key=key).to_cbor_map()
+
+
+def rs_cnf(key: CoseKey) -> dict[int, Any]:
+    """The ``rs_cnf`` the AS returns for an RS whose public key is ``key`` (RFC 9201 §3.2)."""
+    return Confirmation(cose_key=key.public()).to_cbor_map()
+
+
+#: ``req_cnf`` with phone-app's registered public key.
+PHONE_RPK = cnf_req(CLIENT_ED25519.public())
 
 
 class FixedDecision:
@@ -209,11 +219,12 @@ def test_claims(world: World) -> None:
 
 
 @pytest.mark.parametrize("key", [CLIENT_ED25519, CLIENT_P256], ids=["Ed25519", "P-256"])
-def test_asymmetric_req_cnf_binds_the_key_and_returns_rs_cnf(world: World, key: CoseKey) -> None:
+def test_asymmetric_req_cnf_binds_the_key_and_returns_rs_cnf(key: CoseKey) -> None:
     """RFC 9201 §3.2 / RFC 9202 §3.2.1: token ``cnf`` = client key, response ``rs_cnf`` = RS key, no ``cnf``."""
+    world = World.create(client_overrides={"phone-app": {"public_key": key.public()}})
     response = world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=cnf_req(key.public()))
     assert response.cnf is None
-    assert response.rs_cnf == Confirmation(cose_key=RS_PUBLIC_KEY.public()).to_cbor_map()
+    assert response.rs_cnf == rs_cnf(RS_PUBLIC_KEY)
     claims = open_token(response.access_token)
     assert claims.cnf is not None and claims.cnf.cose_key is not None
     assert claims.cnf.cose_key.thumbprint() == key.thumbprint()
@@ -223,12 +234,59 @@ def test_asymmetric_req_cnf_binds_the_key_and_returns_rs_cnf(world: World, key: 
     assert record is not None and record.pop_kid == key.kid
 
 
-def test_key_without_kid_gets_its_thumbprint_kid(world: World) -> None:
+def test_key_without_kid_gets_its_thumbprint_kid() -> None:
     key = replace(CLIENT_ED25519.public(), kid=None)
+    world = World.create(client_overrides={"phone-app": {"public_key": key}})  # registered without a kid
     response = world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=cnf_req(key))
     claims = open_token(response.access_token)
     assert claims.cnf is not None and claims.cnf.cose_key is not None
     assert claims.cnf.cose_key.kid == key.thumbprint()[:8]
+    record = world.storage.get_by_hash(token_hash(response.access_token))
+    assert record is not None and record.pop_kid == key.thumbprint()[:8]
+
+
+@pytest.mark.parametrize("key", [CLIENT_ED25519, CLIENT_P256], ids=["Ed25519", "P-256"])
+def test_unregistered_key_in_req_cnf_is_invalid_request(key: CoseKey) -> None:
+    """RFC 9202 §3.2.1: the AS MUST check that the key is the client's; a client without a registered key cannot
+    bind one it merely names."""
+    world = World.create(client_overrides={"phone-app": {"public_key": None}})
+    error = expect(
+        InvalidRequest,
+        Status.BAD_REQUEST,
+        world.request_token,
+        audience="lock-aif",
+        scope=aif("/lock:GET"),
+        req_cnf=cnf_req(key.public()),
+    )
+    assert error.code == ErrorCode.INVALID_REQUEST and error.to_message().error == ErrorCode.INVALID_REQUEST
+    assert error.description == "req_cnf is not the registered key of the client"
+    assert world.storage.count() == 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        CoseKey.generate(CoseAlgorithm.EDDSA).public(),
+        CLIENT_P256.public(),  # a key type phone-app may use, but not its key
+        replace(CoseKey.generate(CoseAlgorithm.EDDSA).public(), kid=CLIENT_ED25519.kid),  # the registered kid only
+    ],
+    ids=["other-Ed25519", "P-256", "same-kid"],
+)
+def test_key_other_than_the_registered_one_is_invalid_request(world: World, key: CoseKey) -> None:
+    error = expect(
+        InvalidRequest,
+        Status.BAD_REQUEST,
+        world.request_token,
+        audience="lock-aif",
+        scope=aif("/lock:GET"),
+        req_cnf=cnf_req(key),
+    )
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert error.description == "req_cnf is not the registered key of the client"
+    assert world.storage.count() == 0
+    # The registered key itself is still bound.
+    response = world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=PHONE_RPK)
+    assert open_token(response.access_token).cnf == Confirmation(cose_key=CLIENT_ED25519.public())
 
 
 def test_registered_key_must_be_the_one_presented(world: World) -> None:
@@ -256,14 +314,40 @@ def test_registered_key_must_be_the_one_presented(world: World) -> None:
 
 def test_token_without_secret_may_be_signed_or_maced(world: World) -> None:
     """A token whose ``cnf`` holds only a public key needs no encryption (RFC 8747 §3.3)."""
-    mac = world.request_token(audience="lock-mac", scope=aif("/lock:GET"), req_cnf=cnf_req(CLIENT_ED25519.public()))
+    mac = world.request_token(audience="lock-mac", scope=aif("/lock:GET"), req_cnf=PHONE_RPK)
     verified = cwt.verify_token(mac.access_token, rs_keys(MAC_SHARED_KEY), now=NOW, audience="lock-mac")
     assert [layer.tag for layer in verified.layers] == [CoseTag.MAC0]
-    signed = world.request_token(audience="sensor-text", scope="read", req_cnf=cnf_req(CLIENT_P256.public()))
+    signed = world.request_token(audience="sensor-text", scope="read", req_cnf=PHONE_RPK)
     verified = cwt.verify_token(signed.access_token, rs_keys(AS_SIGNING_KEY.public()), now=NOW, audience="sensor-text")
     assert [layer.tag for layer in verified.layers] == [CoseTag.SIGN1]
     assert verified.claims.scope == "read"
-    assert signed.rs_cnf is None  # the sensor has no public key registered
+    assert mac.rs_cnf == rs_cnf(RS_PUBLIC_KEY) and signed.rs_cnf == rs_cnf(SENSOR_PUBLIC_KEY)
+
+
+@pytest.mark.parametrize(
+    ("audience", "scope", "rs_key"),
+    [
+        ("lock-aif", aif("/lock:GET"), RS_PUBLIC_KEY),
+        ("lock-mac", aif("/lock:GET"), RS_PUBLIC_KEY),
+        ("sensor-text", "read", SENSOR_PUBLIC_KEY),
+    ],
+)
+def test_rs_cnf_is_the_public_key_of_the_audience(world: World, audience: str, scope: Any, rs_key: CoseKey) -> None:
+    """RFC 9202 §3.2.1: a raw-public-key response MUST carry ``rs_cnf``, the audience's registered public key."""
+    response = world.request_token(audience=audience, scope=scope, req_cnf=PHONE_RPK)
+    assert response.rs_cnf == rs_cnf(rs_key)
+    confirmation = Confirmation.from_cbor_map(dict(response.rs_cnf))
+    assert confirmation.cose_key is not None and confirmation.cose_key.thumbprint() == rs_key.thumbprint()
+
+
+def test_rs_cnf_never_carries_a_private_part() -> None:
+    """An RS registered with its full key pair still only has its public key returned."""
+    world = World.create(rs_overrides={"lock-aif": {"public_key": RS_PUBLIC_KEY}})
+    assert RS_PUBLIC_KEY.d is not None
+    response = world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=PHONE_RPK)
+    assert response.rs_cnf == rs_cnf(RS_PUBLIC_KEY)
+    confirmation = Confirmation.from_cbor_map(dict(response.rs_cnf))
+    assert confirmation.cose_key is not None and confirmation.cose_key.d is None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -298,7 +382,7 @@ def test_dtls_rebinding_by_kid(world: World) -> None:
 
 
 def test_rpk_rebinding_by_kid(world: World) -> None:
-    world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=cnf_req(CLIENT_ED25519.public()))
+    world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=PHONE_RPK)
     assert CLIENT_ED25519.kid is not None
     update = world.request_token(audience="lock-aif", scope=aif("/lock:GET,PUT"), req_cnf={KID: CLIENT_ED25519.kid})
     assert open_token(update.access_token).cnf == Confirmation(kid=CLIENT_ED25519.kid)
@@ -317,7 +401,7 @@ def test_kid_of_the_registered_key_binds_it_by_value(world: World) -> None:
     )
     claims = open_token(response.access_token)
     assert claims.cnf == Confirmation(cose_key=RPK_CLIENT_KEY.public())
-    assert response.rs_cnf is not None
+    assert response.rs_cnf == rs_cnf(RS_PUBLIC_KEY)
 
 
 @pytest.mark.parametrize("why", ["revoked", "expired", "other client", "other audience"])
@@ -361,7 +445,7 @@ def test_unknown_kid_is_unsupported_pop_key_for_dtls(world: World) -> None:
 
 
 def test_rebinding_rechecks_the_key_type(world: World) -> None:
-    world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=cnf_req(CLIENT_ED25519.public()))
+    world.request_token(audience="lock-aif", scope=aif("/lock:GET"), req_cnf=PHONE_RPK)
     client = world.storage.get_client("phone-app")
     assert client is not None
     world.storage.update_client(replace(client, pop_key_types=frozenset({PopKeyType.SYMMETRIC})))
@@ -419,10 +503,7 @@ def test_allow_list_max_lifetime_applies(world: World) -> None:
     """The lock policy rule says 1800 s; AS default 3600, RS 7200."""
     assert world.request_token(audience="lock-aif", scope=aif("/lock:GET")).expires_in == 1800
     # sensor-text: rule without max_lifetime, RS maximum 600.
-    assert (
-        world.request_token(audience="sensor-text", scope="read", req_cnf=cnf_req(CLIENT_P256.public())).expires_in
-        == 600
-    )
+    assert world.request_token(audience="sensor-text", scope="read", req_cnf=PHONE_RPK).expires_in == 600
 
 
 def test_policy_sees_the_request_and_now() -> None:
@@ -444,9 +525,7 @@ def test_default_audience_and_scope(world: World) -> None:
 
 def test_scope_unchanged_is_not_repeated(world: World) -> None:
     assert world.request_token(audience="lock-aif", scope=aif("/lock:GET,PUT")).scope is None
-    assert (
-        world.request_token(audience="sensor-text", scope="read", req_cnf=cnf_req(CLIENT_P256.public())).scope is None
-    )
+    assert world.request_token(audience="sensor-text", scope="read", req_cnf=PHONE_RPK).scope is None
 
 
 def test_narrowed_scope_is_reported_in_the_request_form(world: World) -> None:
@@ -459,7 +538,7 @@ def test_narrowed_scope_is_reported_in_the_request_form(world: World) -> None:
     assert response.scope == '[["/lock",1],["/battery",1]]'
     assert open_token(response.access_token).scope == aif("/lock:GET /battery:GET")
 
-    response = world.request_token(audience="sensor-text", scope="read admin", req_cnf=cnf_req(CLIENT_P256.public()))
+    response = world.request_token(audience="sensor-text", scope="read admin", req_cnf=PHONE_RPK)
     assert response.scope == "read"
 
 
@@ -719,15 +798,39 @@ def test_key_type_not_allowed_for_client_is_unsupported_pop_key(world: World) ->
     )
 
 
-def test_rpk_for_an_audience_without_dtls_is_unsupported_pop_key(world: World) -> None:
-    expect(
+def test_rpk_for_an_audience_without_dtls_is_unsupported_pop_key() -> None:
+    # The RS has a public key, so the missing coap_dtls profile is what refuses the request.
+    world = World.create(rs_overrides={"lock-oscore-only": {"public_key": RS_PUBLIC_KEY.public()}})
+    error = expect(
         UnsupportedPopKey,
         Status.BAD_REQUEST,
         world.request_token,
         audience="lock-oscore-only",
         scope=aif("/lock:GET"),
-        req_cnf=cnf_req(CLIENT_ED25519.public()),
+        req_cnf=PHONE_RPK,
     )
+    assert "profiles" in str(error)  # the logged detail: refused by the profile check
+    assert world.storage.count() == 0
+
+
+def test_rpk_for_an_audience_without_public_key_is_unsupported_pop_key(world: World) -> None:
+    """RFC 9202 §3.2.1: the response MUST carry ``rs_cnf``; lock-nested speaks coap_dtls but has no public key."""
+    error = expect(
+        UnsupportedPopKey,
+        Status.BAD_REQUEST,
+        world.request_token,
+        audience="lock-nested",
+        scope=aif("/lock:GET"),
+        req_cnf=PHONE_RPK,
+    )
+    assert error.code == ErrorCode.UNSUPPORTED_POP_KEY
+    assert error.description == "audience does not accept raw public keys"
+    assert "lock-nested has no public key" in str(error)
+    assert world.storage.count() == 0
+    # The same request succeeds once the RS has a public key to return.
+    keyed = World.create(rs_overrides={"lock-nested": {"public_key": RS_PUBLIC_KEY.public()}})
+    response = keyed.request_token(audience="lock-nested", scope=aif("/lock:GET"), req_cnf=PHONE_RPK)
+    assert response.rs_cnf == rs_cnf(RS_PUBLIC_KEY)
 
 
 def test_client_that_may_not_use_generated_keys_must_send_req_cnf(world: World) -> None:

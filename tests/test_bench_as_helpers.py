@@ -1,0 +1,93 @@
+"""Helpers of ``benchmarks/bench_as.py``: the raw CoAP encoder/decoder of the load generator and wrk's output parser.
+
+The load generator hand-encodes its requests, so they are checked against aiocoap's own codec here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+aiocoap = pytest.importorskip("aiocoap")
+
+
+@pytest.fixture
+def coap_load(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("benchmarks.coap_load")
+
+
+@pytest.fixture
+def bench_as(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("benchmarks.bench_as")
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xa1\x05\x6afront-door", bytes(range(256)) * 2])
+@pytest.mark.parametrize("path", ["token", "a/very-long-path-segment-over-thirteen-bytes/x", "p" * 300])
+def test_request_matches_aiocoap(coap_load: ModuleType, path: str, payload: bytes) -> None:
+    options = coap_load.request_options(path, 19)
+    encoded = coap_load.encode_message(1, 2, 0x1234, b"\x01\x02\x03\x04\x05\x06\x07\x08", options, payload)
+    msg = aiocoap.Message.decode(encoded)
+    assert msg.mtype == aiocoap.NON and msg.code == aiocoap.POST and msg.mid == 0x1234
+    assert msg.token == b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    assert list(msg.opt.uri_path) == path.split("/")
+    assert int(msg.opt.content_format) == 19
+    assert msg.payload == payload
+
+
+def test_response_header_and_payload(coap_load: ModuleType) -> None:
+    response = aiocoap.Message(code=aiocoap.CREATED, payload=b"\xff\x00", content_format=19)
+    response.mtype, response.mid, response.token = aiocoap.NON, 7, b"tok"  # the constructor arguments are deprecated
+    response.opt.location_path = ("x" * 20,)  # an extended option length before the payload marker
+    datagram = response.encode()
+    assert coap_load.parse_header(datagram) == (int(aiocoap.NON), int(aiocoap.CREATED), 7, b"tok")
+    assert coap_load._payload(datagram) == b"\xff\x00"
+    assert coap_load.parse_header(b"\x00") is None
+    assert coap_load.code_text(int(aiocoap.UNAUTHORIZED)) == "4.01"
+
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:18500/token
+  2 threads and 32 connections
+  Latency Distribution
+     50%    4.16ms
+     75%    6.00ms
+     90%    9.52ms
+     99%   35.06ms
+  63812 requests in 10.00s, 11.07MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   6381.12
+"""
+
+
+def test_parse_wrk_text(bench_as: ModuleType) -> None:
+    parsed = bench_as.parse_wrk(WRK_OUTPUT)
+    assert parsed["rate"] == pytest.approx(6381.12)
+    assert parsed["p50_ms"] == pytest.approx(4.16) and parsed["p99_ms"] == pytest.approx(35.06)
+    assert parsed["errors"] == {"non-2xx": 5, "read": 2, "timeout": 1}
+
+
+def test_parse_wrk_script_line_wins(bench_as: ModuleType) -> None:
+    line = (
+        'WRK_JSON {"requests":1000,"duration_us":2000000,"non2xx":3,"connect":0,"read":0,"write":0,"status":0,'
+        '"timeout":0,"p50_us":1500,"p90_us":2000,"p99_us":4000,"mean_us":1600.5,"max_us":9000}'
+    )
+    parsed = bench_as.parse_wrk(WRK_OUTPUT + line + "\n")
+    assert parsed["rate"] == pytest.approx(500.0)
+    assert parsed["p50_ms"] == pytest.approx(1.5) and parsed["p99_ms"] == pytest.approx(4.0)
+    assert parsed["errors"] == {"non-2xx": 3}
+
+
+def test_lua_string_escapes_every_byte(bench_as: ModuleType) -> None:
+    assert bench_as._lua_string(b'a"b\\c\x00\xff') == '"a\\034b\\092c\\000\\255"'
+
+
+def test_servers_bind_below_the_ephemeral_range(bench_as: ModuleType) -> None:
+    assert bench_as.BASE_PORT < 32768  # library-notes §5e/5f: TIME_WAIT sockets hold ephemeral ports after wrk
