@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -45,6 +46,8 @@ QUICK_SECONDS = 0.5
 DEFAULT_BULK = 1_000_000
 QUICK_BULK = 50_000
 THREADS = (1, 32)
+#: Alternating rounds per contender and thread count (each ``seconds / ROUNDS`` long).
+ROUNDS = 3
 POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 T0 = 1_700_000_000
@@ -133,7 +136,8 @@ def postgres_url(dsn: str) -> Iterator[str]:
 
 
 def run_database(label: str, url: str, seconds: float) -> dict[str, Any]:
-    """Both contenders at each thread count, alternating, each on its own storage of one database."""
+    """Both contenders at each thread count, each on its own storage of one database, in alternating rounds
+    (so that a burst of load elsewhere on the machine hits both); the median round counts."""
     upgrade(url)
     key = MasterKey.generate()[0]
     tokens = make_tokens()
@@ -143,8 +147,11 @@ def run_database(label: str, url: str, seconds: float) -> dict[str, Any]:
         baseline = SqlStorage(make_engine(url, pool_size=threads + 2), key, group_commit=False)
         try:
             print(f"  measuring {label}, {threads} thread(s) ...", file=sys.stderr, flush=True)
-            base_rate = measure(baseline, threads, seconds, tokens)
-            ours_rate = measure(ours, threads, seconds, tokens)
+            base_rates, our_rates = [], []
+            for _ in range(ROUNDS):
+                base_rates.append(measure(baseline, threads, seconds / ROUNDS, tokens))
+                our_rates.append(measure(ours, threads, seconds / ROUNDS, tokens))
+            base_rate, ours_rate = statistics.median(base_rates), statistics.median(our_rates)
             stats = ours.commit_stats
         finally:
             ours.close()

@@ -56,7 +56,7 @@ def _throwaway_postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT)
     except psycopg.OperationalError as exc:
-        _postgres_unavailable(f"cannot connect ({POSTGRES_ADMIN_DSN}): {str(exc).strip()}")
+        _postgres_unavailable(f"cannot connect ({POSTGRES_ADMIN_DSN}): {' '.join(str(exc).split())}")
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         info = admin.info

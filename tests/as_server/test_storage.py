@@ -45,6 +45,7 @@ from as_server.models import (
 from as_server.sealing import MasterKey, SealingError, hash_secret
 from as_server.storage.base import DuplicateError, NotFoundError, Storage
 from as_server.storage.sqlalchemy import (
+    DatabaseUnavailableError,
     SchemaError,
     SqlStorage,
     StorageClosedError,
@@ -428,6 +429,15 @@ def test_open_needs_an_initialised_database(sql_url: str, master_key: MasterKey,
     open_storage(sql_url, master_key).close()
 
 
+def test_an_unreachable_database_is_a_connection_error(master_key: MasterKey) -> None:
+    url = "postgresql+psycopg://ostiary:hunter2@127.0.0.1:1/ostiary"  # nothing listens on port 1
+    for attempt in (lambda: open_storage(url, master_key), lambda: upgrade(url), lambda: current_revision(url)):
+        with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1/ostiary unavailable") as caught:
+            attempt()
+        assert isinstance(caught.value, DatabaseUnavailableError)
+        assert "hunter2" not in str(caught.value)
+
+
 def test_unsupported_urls(master_key: MasterKey) -> None:
     for url in ("sqlite://", "sqlite:///:memory:", "mysql://db/ostiary"):
         with pytest.raises(ValueError):
@@ -704,11 +714,15 @@ def test_a_failing_write_fails_its_callers_and_the_writer_carries_on(
 
     monkeypatch.setattr(committer, "_write_batch", broken)
     with pytest.raises(OSError, match="disk on fire"):
-        storage.record(make_token())
+        storage.record(make_token())  # written by the caller itself: nothing else was queued
+    queued = [storage.submit_record(make_token()) for _ in range(3)]  # written by the writer thread
+    assert all(isinstance(f.exception(timeout=WAIT), OSError) for f in queued)
     monkeypatch.undo()
-    token = make_token()
-    storage.record(token)
-    assert storage.get_by_cti(token.cti) == token
+    tokens = [make_token() for _ in range(2)]
+    storage.record(tokens[0])
+    storage.submit_record(tokens[1]).result(timeout=WAIT)
+    assert [storage.get_by_cti(t.cti) for t in tokens] == tokens
+    assert storage.count() == 2
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -721,10 +735,11 @@ def test_a_dead_writer_thread_does_not_hang_callers(
         raise SystemExit("the writer thread dies")  # not an Exception: escapes the per-batch handling
 
     monkeypatch.setattr(storage._committer, "_write_batch", fatal)  # noqa: SLF001
+    assert isinstance(storage.submit_record(make_token()).exception(timeout=WAIT), WriterStopped)
     with pytest.raises(WriterStopped):
         storage.record(make_token())
     with pytest.raises(WriterStopped):
-        storage.record(make_token())
+        storage.submit_record(make_token())
 
 
 def test_close_writes_what_is_queued(

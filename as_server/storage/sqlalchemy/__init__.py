@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy.engine import URL
 
 from as_server.sealing import MasterKey
-from as_server.storage.sqlalchemy.engine import make_engine
+from as_server.storage.sqlalchemy.engine import DatabaseUnavailableError, make_engine
 from as_server.storage.sqlalchemy.group_commit import CommitStats, StorageClosedError, WriterStopped
 from as_server.storage.sqlalchemy.migrate import SchemaError, check_revision, current_revision, head_revision, upgrade
 from as_server.storage.sqlalchemy.rows import CorruptRecordError
@@ -22,6 +22,7 @@ from as_server.storage.sqlalchemy.store import SqlStorage
 __all__ = [
     "CommitStats",
     "CorruptRecordError",
+    "DatabaseUnavailableError",
     "SchemaError",
     "SqlStorage",
     "StorageClosedError",
@@ -40,6 +41,7 @@ def open_storage(url: str | URL, master_key: MasterKey, *, create: bool = False)
         it, the database must exist and be at :func:`head_revision`.
     :raises FileNotFoundError: SQLite file missing and ``create`` false.
     :raises SchemaError: the schema is missing or at another revision (run ``ostiary as upgrade``).
+    :raises DatabaseUnavailableError: the database cannot be reached (an :class:`OSError`).
     :raises ValueError: unsupported URL.
     """
     if create:

@@ -28,7 +28,9 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
+    "DatabaseUnavailableError",
     "bulk_load_settings",
+    "database_errors",
     "make_engine",
     "normalize_url",
     "safe_url",
@@ -43,6 +45,25 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT = 10
 
 _WRITE_OPTION = "ostiary_write"
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """The database cannot be reached or opened (server down, wrong host, file not openable, locked too long).
+
+    A :class:`ConnectionError` (an :class:`OSError`), so callers outside this package can handle it without
+    importing SQLAlchemy; the message names the database with its password masked.
+    """
+
+
+@contextmanager
+def database_errors(url: str | URL) -> Iterator[None]:
+    """Turn SQLAlchemy's ``OperationalError`` (connection refused, cannot open, locked) into
+    :class:`DatabaseUnavailableError`."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        reason = " ".join(str(exc.orig).split()) if exc.orig is not None else type(exc).__name__
+        raise DatabaseUnavailableError(f"database {safe_url(url)} unavailable: {reason}") from exc
 
 
 def normalize_url(url: str | URL) -> URL:

@@ -2,14 +2,19 @@
 
 :meth:`~as_server.storage.base.TokenStore.record` must not return before the token's record is durable (the token
 endpoint hands the token out only afterwards), so each call costs one commit, i.e. one ``fsync``, unless commits
-are shared. Callers put their row on a queue and wait; one writer thread per storage takes everything queued (up to
-``max_batch`` rows), writes it in one transaction, commits once, and then wakes each caller with its own outcome.
-While the writer commits, new callers queue up and form the next batch, so batches grow with the load by
-themselves. There is no timer: a lone caller is written as soon as the writer sees it, so it pays the commit and
-a thread hand-off, nothing more.
+are shared. Callers put their row on a queue and wait. One writer thread per storage takes everything queued (up
+to ``max_batch`` rows), writes it in one transaction, commits once, and then wakes each caller with its own
+outcome. While it commits, new callers queue up and form the next batch, so batches grow with the load by
+themselves; there is no timer.
 
-The writer thread is started on the first submission. It is a daemon thread (a forgotten storage cannot keep the
-process alive), but :meth:`GroupCommitter.close` writes what is queued and joins it. Every submission's future is
+A caller of :meth:`GroupCommitter.write` that finds nothing queued and no write in progress writes its row itself,
+in its own thread, while later callers queue behind it. So a lone caller pays the commit and nothing else: no
+thread hand-off, which on a busy machine costs two scheduler wake-ups (tens to hundreds of microseconds). At most
+one transaction writes at any time either way (SQLite has one writer anyway, and batching needs the queue to
+build up behind a write in progress).
+
+The writer thread starts when a row is first queued. It is a daemon thread (a forgotten storage cannot keep the
+process alive), but :meth:`GroupCommitter.close` writes what is queued and joins it. Every queued row's future is
 resolved: with the writer's per-row outcome, with the exception that made the whole batch fail, or, should the
 writer thread die, with :class:`WriterStopped`.
 """
@@ -19,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -50,7 +54,7 @@ class WriterStopped(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class CommitStats:
-    """What the writer has done so far: rows written or failed, transactions, and the largest batch."""
+    """What has been written so far: rows (written or failed), transactions, and the largest batch."""
 
     rows: int
     batches: int
@@ -69,6 +73,7 @@ class GroupCommitter(Generic[T]):
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[tuple[T, Future[None]]] = []
         self._inflight: list[tuple[T, Future[None]]] = []
+        self._busy = False  # a transaction is writing (the writer thread's, or a lone caller's own)
         self._closing = False
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -79,37 +84,76 @@ class GroupCommitter(Generic[T]):
     @property
     def stats(self) -> CommitStats:
         """Counters for tests and benchmarks."""
-        return CommitStats(self._rows, self._batches, self._largest)
+        with self._cond:
+            return CommitStats(self._rows, self._batches, self._largest)
+
+    def _check_accepting(self) -> None:
+        if self._closing:
+            raise StorageClosedError("the storage is closed")
+        if self._failure is not None:
+            raise WriterStopped("the token writer thread stopped") from self._failure
+
+    def _enqueue(self, row: T) -> Future[None]:
+        """Queue ``row`` (the lock is held)."""
+        future: Future[None] = Future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.append((row, future))
+        self._cond.notify_all()
+        return future
+
+    def _count(self, rows: int) -> None:
+        """Account for one transaction of ``rows`` rows (the lock is held)."""
+        self._rows += rows
+        self._batches += 1
+        self._largest = max(self._largest, rows)
 
     def submit(self, row: T) -> Future[None]:
-        """Queue ``row``; the future completes once it is committed (or fails with the row's exception).
+        """Queue ``row`` for the writer thread; the future completes once it is committed (or fails with the row's
+        exception). Never blocks, so an event loop may call it.
 
         :raises StorageClosedError: after :meth:`close`.
         :raises WriterStopped: the writer thread died earlier.
         """
-        future: Future[None] = Future()
         with self._cond:
-            if self._closing:
-                raise StorageClosedError("the storage is closed")
-            if self._failure is not None:
-                raise WriterStopped("the token writer thread stopped") from self._failure
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._queue.append((row, future))
-            self._cond.notify()
-        return future
+            self._check_accepting()
+            return self._enqueue(row)
 
     def write(self, row: T) -> None:
-        """:meth:`submit` ``row`` and wait until it is committed; raises what writing it raised."""
-        self.wait(self.submit(row))
+        """Write ``row`` and return once it is committed; raises what writing it raised.
+
+        Written in the calling thread when nothing else is being written or queued, else queued.
+        """
+        with self._cond:
+            self._check_accepting()
+            if self._busy or self._queue:
+                future = self._enqueue(row)
+            else:
+                self._busy = True
+                future = None
+        if future is not None:
+            self.wait(future)
+            return
+        try:
+            outcomes = self._write_batch([row])
+        finally:
+            with self._cond:
+                self._count(1)
+                self._busy = False
+                self._cond.notify_all()  # the writer thread, if rows queued meanwhile; or close()
+        (outcome,) = outcomes
+        if outcome is not None:
+            raise outcome
 
     def wait(self, future: Future[None]) -> None:
         """Wait for a future from :meth:`submit`, re-checking that the writer is alive while waiting."""
         while True:
-            done, _ = futures.wait([future], timeout=LIVENESS_CHECK_INTERVAL)
-            if done:
-                return future.result()
+            try:
+                return future.result(timeout=LIVENESS_CHECK_INTERVAL)
+            except TimeoutError:
+                if future.done():
+                    raise  # the write itself raised TimeoutError
             thread = self._thread
             if (thread is None or not thread.is_alive()) and not future.done():
                 raise WriterStopped("the token writer thread stopped")
@@ -122,6 +166,9 @@ class GroupCommitter(Generic[T]):
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        with self._cond:
+            while self._busy and self._failure is None:  # a caller writing its own row
+                self._cond.wait()
 
     # -- the writer thread -------------------------------------------------------------------------------------
 
@@ -129,21 +176,28 @@ class GroupCommitter(Generic[T]):
         try:
             while True:
                 with self._cond:
-                    while not self._queue and not self._closing:
+                    while not self._queue or self._busy:
+                        if self._closing and not self._queue:
+                            return
                         self._cond.wait()
-                    if not self._queue:  # closing, and everything is written
-                        return
                     batch = self._queue[: self._max_batch]
                     del self._queue[: self._max_batch]
                     self._inflight = batch
+                    self._busy = True
                 self._process(batch)
-                self._inflight = []
+                with self._cond:
+                    self._inflight = []
+                    self._busy = False
+                    self._cond.notify_all()
         except BaseException as exc:  # _process handles every Exception; this is the last resort
             log.exception("token writer thread died")
             with self._cond:
                 self._failure = exc
                 orphans = self._inflight + self._queue
                 self._queue = []
+                self._inflight = []
+                self._busy = False
+                self._cond.notify_all()
             for _, future in orphans:
                 if not future.done():
                     future.set_exception(WriterStopped("the token writer thread stopped"))
@@ -159,9 +213,8 @@ class GroupCommitter(Generic[T]):
         except Exception as exc:  # the whole batch failed: every caller gets the error
             log.debug("batch of %d rows failed", len(rows), exc_info=True)
             outcomes = [exc] * len(rows)
-        self._rows += len(rows)
-        self._batches += 1
-        self._largest = max(self._largest, len(rows))
+        with self._cond:
+            self._count(len(rows))
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if outcome is None:
                 future.set_result(None)

@@ -15,7 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine
 
-from as_server.storage.sqlalchemy.engine import make_engine, normalize_url, safe_url, sqlite_path, write_transaction
+from as_server.storage.sqlalchemy.engine import (
+    database_errors,
+    make_engine,
+    normalize_url,
+    safe_url,
+    sqlite_path,
+    write_transaction,
+)
 
 __all__ = ["MIGRATIONS_DIR", "SchemaError", "current_revision", "head_revision", "upgrade"]
 
@@ -50,10 +57,15 @@ def upgrade(url: str | URL) -> None:
 
     A SQLite file is created (mode 0600) if missing. The whole upgrade is one transaction (SQLite and PostgreSQL
     both have transactional DDL), and concurrent upgrades of one database run one after the other.
+
+    :raises DatabaseUnavailableError: the database cannot be reached.
     """
     engine = make_engine(url, create_file=True)
     try:
-        with write_transaction(engine) as conn:  # SQLite: BEGIN IMMEDIATE takes the write lock first
+        with (
+            database_errors(url),
+            write_transaction(engine) as conn,
+        ):  # SQLite: BEGIN IMMEDIATE takes the write lock first
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
             command.upgrade(alembic_config(conn), "head")
@@ -75,14 +87,17 @@ def current_revision(url: str | URL) -> str | None:
         return None
     engine = make_engine(parsed)
     try:
-        return revision_of(engine)
+        with database_errors(parsed):
+            return revision_of(engine)
     finally:
         engine.dispose()
 
 
 def check_revision(engine: Engine) -> None:
-    """:raises SchemaError: the database is not at :func:`head_revision`."""
-    current, head = revision_of(engine), head_revision()
+    """:raises SchemaError: the database is not at :func:`head_revision`. :raises DatabaseUnavailableError:"""
+    with database_errors(engine.url):
+        current = revision_of(engine)
+    head = head_revision()
     if current != head:
         state = "has no schema" if current is None else f"is at schema revision {current}"
         raise SchemaError(
