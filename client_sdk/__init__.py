@@ -12,6 +12,8 @@ Planned scope:
 Wire formats and proof-of-possession keys come from :mod:`ace_core`; this package never imports
 :mod:`as_server` or :mod:`resource_server`.
 
-Status: :class:`client_sdk.client.AceClient` requests tokens over CoAP and HTTP; discovery from creation
-hints, the token upload and the OSCORE profile arrive with the resource-server issue.
+Status: :class:`client_sdk.client.AceClient` requests tokens over CoAP and HTTP, discovers the AS from a lock's
+hints, uploads tokens to ``/authz-info``, derives the OSCORE context (RFC 9203 §4) and sends protected requests,
+caching tokens per audience and retrying once after a 4.01. Modules: ``client.py`` (the API and the protocol flow),
+``session.py`` (sans-IO token cache and session bookkeeping), ``errors.py``, ``transport/`` (aiocoap, httpx).
 """

@@ -108,18 +108,30 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "locks, client PoP keys).",
     ),
     "lock": (
-        "resource server / door lock (not implemented yet)",
+        "resource server / door lock: run the reference lock, write its configuration",
         "A door lock is an ACE resource server (RS): it accepts access tokens at /authz-info (RFC 9200\n"
         "section 5.10.1), verifies them (section 5.10.1.1), enforces their scope on every request and,\n"
         "with the OSCORE profile (RFC 9203), derives a security context shared with the client.",
-        "The resource-server library and the door-lock example are not implemented yet; this group has no\ncommands.",
+        "Typical first run (the key is the one 'ostiary as rs add front-door' printed):\n"
+        "  ostiary lock init-config --audience front-door --issuer coap://127.0.0.1/token \\\n"
+        "      --as-uri coap://127.0.0.1:5683/token --key a401... --port 5684 --out lock.toml\n"
+        "  ostiary lock serve --config lock.toml     # CoAP on 127.0.0.1:5684; SIGTERM stops it",
     ),
     "client": (
-        "client SDK for smartphone apps (not implemented yet)",
+        "client SDK for smartphone apps: get tokens, open a lock, protected requests",
         "The client SDK is what a smartphone app embeds: it requests an access token bound to its own key\n"
         "from the AS (RFC 9200 section 5.8.1, RFC 9201), uploads the token to a lock's /authz-info and then\n"
-        "talks to the lock over CoAP or HTTP.",
-        "The client SDK is not implemented yet; this group has no commands.",
+        "talks to the lock over OSCORE (RFC 9203, RFC 8613). These commands run the SDK from a shell.",
+        "Credentials: --client-id ID (or $OSTIARY_CLIENT_ID) and the secret from an environment variable or a\n"
+        "file, never from the command line (other users see arguments in ps; shells keep them in history):\n"
+        "  export OSTIARY_CLIENT_SECRET=...   # or --secret-env VAR, or --secret-file FILE (mode 0600)\n"
+        "The AS comes from --as URI (or $OSTIARY_AS_URI); 'open' and 'get' can also take it from the lock.\n"
+        "\n"
+        "examples:\n"
+        "  ostiary client token --as coap://as.example/token --client-id phone-app \\\n"
+        "      --audience front-door --scope '/lock:PUT'\n"
+        "  ostiary client open coap://lock.example --as coap://as.example/token --client-id phone-app\n"
+        "  ostiary client get coap://lock.example/battery --client-id phone-app --secret-file app.secret",
     ),
     "factory": (
         "device factory provisioning (not implemented yet)",
@@ -247,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
             group.set_defaults(handler=_help_handler(group))
         if name == "as":
             _add_as_commands(group)
+        if name == "lock":
+            from ostiary.lock_cli import add_lock_commands
+
+            add_lock_commands(group)
+        if name == "client":
+            from ostiary.client_cli import add_client_commands
+
+            add_client_commands(group)
     return parser
 
 

@@ -26,7 +26,7 @@ GROUP_PURPOSE = {
     "bootstrap": "bootstrap server",
     "demo": "end-to-end scenario",
 }
-NOT_IMPLEMENTED = ("lock", "client", "factory", "bootstrap")
+NOT_IMPLEMENTED = ("factory", "bootstrap")
 
 
 def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -58,6 +58,31 @@ def test_empty_groups_say_they_are_not_implemented(group: str, capsys: pytest.Ca
     out = " ".join(_help([group], capsys).split())
     assert "not implemented yet" in out
     assert "this group has no commands" in out
+
+
+def test_lock_help_lists_the_lock_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    out = " ".join(_help(["lock"], capsys).split())
+    assert "not implemented" not in out
+    for command in ("serve", "init-config"):
+        assert command in out
+    assert "ostiary lock init-config" in out and "ostiary lock serve --config" in out
+
+
+def test_client_help_lists_the_client_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    out = " ".join(_help(["client"], capsys).split())
+    assert "not implemented" not in out
+    for command in ("token", "open", "get", "--secret-env", "--secret-file", "OSTIARY_CLIENT_SECRET"):
+        assert command in out
+    assert "ostiary client token" in out and "ostiary client open" in out and "ostiary client get" in out
+
+
+@pytest.mark.parametrize("command", ["token", "open", "get"])
+def test_client_commands_take_no_secret_value(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The secret comes from an environment variable or a file, never from argv (visible in ps)."""
+    out = _help(["client", command], capsys)
+    assert "--secret-env VAR" in out and "--secret-file FILE" in out
+    assert not re.search(r"--(client-)?secret[ =]", out)
+    assert "examples:" in out
 
 
 def test_as_help_lists_the_server_commands(capsys: pytest.CaptureFixture[str]) -> None:
