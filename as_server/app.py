@@ -22,7 +22,7 @@ from as_server.sealing import MasterKey
 from as_server.storage.base import Storage
 from policies.base import AccessPolicy
 
-__all__ = ["AuthorizationServer", "coap_base_url"]
+__all__ = ["AuthorizationServer", "coap_base_url", "storage_pool_size"]
 
 #: Paths of the endpoints on both transports: the defaults RFC 9200 §5.8 and §5.9 recommend.
 TOKEN_PATH = "/token"
@@ -34,6 +34,13 @@ METADATA_PATH = "/.well-known/oauth-authorization-server"
 def _host_for_uri(host: str) -> str:
     """``host`` ready for a URI authority: IPv6 literals in brackets (RFC 3986 §3.2.2)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def storage_pool_size(settings: Settings) -> int:
+    """Database connections one AS process keeps open: one per request thread (HTTP workers and the CoAP process
+    each use one of the two thread counts), plus one for the token writer and one spare. With fewer, connections
+    beyond the pool are opened and closed per request, which on SQLite means re-running its set-up pragmas."""
+    return max(settings.http_threads, settings.coap_threads) + 2
 
 
 def coap_base_url(settings: Settings) -> str:
@@ -97,7 +104,7 @@ class AuthorizationServer:
             from as_server.storage.sqlalchemy import open_storage
 
             master_key = MasterKey.load(settings.master_key_file)
-            storage = open_storage(settings.effective_database_url, master_key)
+            storage = open_storage(settings.effective_database_url, master_key, pool_size=storage_pool_size(settings))
         try:
             policy = AllowList.from_file(settings.effective_policy_file, missing_ok=True)
             limiter = FailureRateLimiter.from_settings(settings)

@@ -100,6 +100,10 @@ class IssuedToken:
 
     ``cnf`` is the CBOR-encoded ``cnf`` claim (it may hold an OSCORE master secret, so backends seal it);
     ``pop_kid`` identifies the PoP key for later re-binding (RFC 9203 §3.1 ``id``, a key's ``kid``).
+    ``pop_key_generated`` marks a PoP key the AS generated for this token (no ``req_cnf``, RFC 9200 §5.8.1): its
+    ``pop_kid`` must be new for the client and audience, and :meth:`~as_server.storage.base.TokenStore.record`
+    refuses a second such token with :class:`~as_server.storage.base.DuplicateError`. Tokens that re-bind an
+    earlier key by ``kid`` or bind the client's registered key share their ``pop_kid`` and leave it ``False``.
     """
 
     cti: bytes
@@ -114,6 +118,7 @@ class IssuedToken:
     pop_kid: bytes | None = None
     subject: str | None = None
     status: TokenStatus = TokenStatus.ACTIVE
+    pop_key_generated: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

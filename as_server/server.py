@@ -1,7 +1,9 @@
 """``ostiary as serve``: the CoAP side in this process, the HTTP side in a gunicorn child process.
 
 * **CoAP** (RFC 9200 §5, ``application/ace+cbor``) runs in this process's asyncio loop
-  (:func:`as_server.transport.coap.start_coap`), its endpoint calls in the loop's thread pool.
+  (:func:`as_server.transport.coap.start_coap`), its endpoint calls in a pool of :attr:`Settings.coap_threads`
+  threads: each request holds its thread until its token is committed, so the pool bounds how many tokens can
+  share one group commit.
 * **HTTP** runs as ``python -m gunicorn --workers N --threads M -k gthread ... as_server.transport.wsgi:app``:
   gunicorn forks its workers, and each worker opens its own storage after the fork
   (:mod:`as_server.transport.gunicorn_conf`), so no database handle crosses a fork. The child gets the same
@@ -19,6 +21,7 @@ side only runs in the child.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -121,7 +124,10 @@ async def _run(server: AuthorizationServer) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    context = await start_coap(server, settings.coap_host, settings.coap_port)
+    executor = concurrent.futures.ThreadPoolExecutor(settings.coap_threads, thread_name_prefix="ostiary-coap")
+    # Also the loop's default executor, so asyncio.run() shuts it down on every way out of here.
+    loop.set_default_executor(executor)
+    context = await start_coap(server, settings.coap_host, settings.coap_port, executor=executor)
     log.info("CoAP endpoints on %s/token and %s/introspect", coap_base_url(settings), coap_base_url(settings))
     try:
         child = await asyncio.create_subprocess_exec(

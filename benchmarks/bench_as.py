@@ -1387,8 +1387,9 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
         "the default token form (COSE_Encrypt0, AES-CCM-16-64-128, carrying generated OSCORE input material); "
         "back-door (the 'signed token' row) uses sign1+encrypt0 (EdDSA signature inside the Encrypt0). Each token "
         "is recorded (group commit, SQLite WAL, synchronous=FULL, BEGIN IMMEDIATE) before the response leaves; "
-        "the server also reads the client, the RS and (signed form) the signing key, and checks the PoP key id is "
-        "unused, per request, and logs one INFO line per token (its default log level).",
+        "the client, the RS and (signed form) the signing key come from each process's registry cache (re-validated "
+        "against the database every 0.1 s), a unique index keeps generated PoP key ids unused, and the server logs "
+        "one INFO line per token (its default log level).",
         "c. Authlib baseline: authlib.integrations.flask_oauth2.AuthorizationServer + ClientCredentialsGrant, "
         "client_secret_basic, a JWTBearerTokenGenerator (RFC 9068) subclass signing ES256 with a joserfc KeySet, "
         "3600 s lifetime; query_client reads the client from SQLite (SQLAlchemy Core, SHA-256 secret hash); "

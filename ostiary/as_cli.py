@@ -51,9 +51,10 @@ DEFAULT_CONFIG = """\
 # SQLAlchemy URL of the database; default: the SQLite file ostiary.db in this directory.
 # database_url = "postgresql+psycopg://ostiary@localhost/ostiary"
 
-# CoAP side (application/ace+cbor, RFC 9200 section 5).
+# CoAP side (application/ace+cbor, RFC 9200 section 5): address, and threads running requests.
 # coap_host = "127.0.0.1"
 # coap_port = 5683
+# coap_threads = 16
 
 # HTTP side (gunicorn): address, worker processes, threads per worker, public base URL for the metadata.
 # http_host = "127.0.0.1"
@@ -265,8 +266,8 @@ def _add_client_commands(as_commands: Any, parents: Sequence[argparse.ArgumentPa
         "disable",
         help="refuse tokens to a client",
         description="Disable a client: the token\n"
-        "endpoint answers invalid_client (RFC 6749 section 5.2). Issued tokens stay valid until they\n"
-        "expire.",
+        "endpoint answers invalid_client (RFC 6749 section 5.2), in a running server within 0.1 s.\n"
+        "Issued tokens stay valid until they expire.",
         example="  ostiary as client disable phone-app",
         parents=parents,
     )
@@ -289,7 +290,7 @@ def _add_client_commands(as_commands: Any, parents: Sequence[argparse.ArgumentPa
         "rotate-secret",
         help="replace a client's secret and print the new one (once)",
         description="Generate a new secret for a client, print it ONCE, and forget the old one at once\n"
-        "(the old secret stops working immediately).",
+        "(a running server refuses the old secret within 0.1 s).",
         example="  ostiary as client rotate-secret phone-app",
         parents=parents,
     )

@@ -54,9 +54,12 @@ Decisions where the RFCs leave a choice (each also noted where it is implemented
 * **Generated keys** (no ``req_cnf``): OSCORE material has a 6-byte ``id`` (it only needs to tell a client's
   contexts at one RS apart, RFC 9203 §4.1) and a 16-byte master secret; a DTLS PSK is 16 bytes (the tinydtls
   maximum) with an 8-byte ``kid``, which the RS looks keys up by across all clients (RFC 9202 §3.3.2). Both are
-  checked to be unused by this client at this audience. They may only travel in an encrypted token (RFC 8747
-  §3.3, RFC 9203 §3.2); an audience whose token form is ``sign1`` or ``mac0`` is a configuration error: the
-  request is refused with ``invalid_request`` and an error is logged.
+  new for this client at this audience: the token is recorded with ``pop_key_generated``, the storage refuses a
+  second generated key with the same id (a unique index in SQL) and the endpoint then draws fresh material, as it
+  does for a ``cti`` that is taken (random ids collide with probability 2**-48 per pair, so this costs nothing
+  until it happens, instead of a lookup per token). They may only travel in an encrypted token (RFC 8747 §3.3,
+  RFC 9203 §3.2); an audience whose token form is ``sign1`` or ``mac0`` is a configuration error: the request is
+  refused with ``invalid_request`` and an error is logged.
 * **A client's own public key** can only be bound when it is the client's registered ``public_key``: RFC 9202
   §3.2.1 says the AS MUST check that the key is associated with the client, and a client that authenticates with a
   secret proves nothing about a key it merely names. Anything else is ``invalid_request``. The token response then
@@ -118,11 +121,18 @@ OSCORE_MASTER_SECRET_LENGTH: Final = 16
 #: Length of a generated DTLS pre-shared key (tinydtls accepts at most 16 bytes) and of its ``kid``.
 PSK_LENGTH: Final = 16
 PSK_KID_LENGTH: Final = 8
-#: Length of the random ``cti`` of a token (RFC 8392 §3.1.7), and attempts at unused random identifiers.
+#: Length of the random ``cti`` of a token (RFC 8392 §3.1.7), and attempts at recording a token under unused random
+#: identifiers (``cti``, generated PoP key id).
 CTI_LENGTH: Final = 8
 MAX_ID_ATTEMPTS: Final = 8
 #: Length of the kid derived from an RFC 9679 thumbprint when a client's key has none (as ace_core.keys does).
 THUMBPRINT_KID_LENGTH: Final = 8
+
+#: Random bytes of the PoP key material the AS generates, per profile: OSCORE ``id`` + master secret, PSK + kid.
+_GENERATED_LENGTH: Final = {
+    AceProfile.COAP_OSCORE: OSCORE_ID_LENGTH + OSCORE_MASTER_SECRET_LENGTH,
+    AceProfile.COAP_DTLS: PSK_LENGTH + PSK_KID_LENGTH,
+}
 
 _ENCRYPTED_FORMS: Final = frozenset({TokenForm.ENCRYPT0, TokenForm.SIGN1_ENCRYPT0})
 #: AEAD for an AS-RS key that names no algorithm, by key length (RFC 9203 §3.2 uses AES-CCM-16-64-128).
@@ -188,6 +198,8 @@ class TokenEndpoint:
     :param policy: decides what each client may get (RFC 9200 §5.8.1).
     :param limiter: the failure rate limit, shared with the introspection endpoint.
     :param clock: seconds since the epoch; read once per request and passed down as ``now``.
+    :param random_bytes: ``n`` -> ``n`` random bytes for identifiers and generated keys (``secrets.token_bytes``;
+        injectable so that tests can force a collision).
     """
 
     def __init__(
@@ -198,12 +210,14 @@ class TokenEndpoint:
         policy: AccessPolicy,
         limiter: FailureRateLimiter,
         clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         self._settings = settings
         self._storage = storage
         self._policy = policy
         self._limiter = limiter
         self._clock = clock
+        self._random = random_bytes
 
     def handle(self, request: TokenRequest, *, credentials: ClientCredentials | None, peer: str) -> AccessInformation:
         """Process a token request (RFC 9200 §5.8.1) and return the Access Information (§5.8.2).
@@ -499,13 +513,6 @@ class TokenEndpoint:
 
     # -- issuing ---------------------------------------------------------------------------------------------
 
-    def _unused_id(self, client: Client, rs: ResourceServer, length: int) -> bytes:
-        for _ in range(MAX_ID_ATTEMPTS):
-            candidate = secrets.token_bytes(length)
-            if self._storage.find_by_pop_kid(client.client_id, rs.audience, candidate) is None:
-                return candidate
-        raise RuntimeError("could not find an unused PoP key identifier")  # pragma: no cover - 2**-48 per try
-
     def _issue(
         self,
         request: TokenRequest,
@@ -520,11 +527,16 @@ class TokenEndpoint:
         now: int,
         peer: str,
     ) -> AccessInformation:
-        cnf, response_cnf, rs_cnf, pop_kid = self._bind(client, rs, pop, profile)
         exp = now + lifetime
         scope_claim = granted.encode_cbor_value()
+        generated = pop.mode is _Mode.GENERATE
+        material_length = _GENERATED_LENGTH[profile] if generated else 0
         for _ in range(MAX_ID_ATTEMPTS):
-            cti = secrets.token_bytes(CTI_LENGTH)
+            # Fresh identifiers and key material on every attempt (the duplicate may be the generated PoP key id,
+            # not the cti), in one draw: each read of the OS random source lets other threads take the GIL.
+            fresh = self._random(CTI_LENGTH + material_length)
+            cti = fresh[:CTI_LENGTH]
+            cnf, response_cnf, rs_cnf, pop_kid = self._bind(rs, pop, profile, fresh[CTI_LENGTH:])
             claims = cwt.Claims(
                 iss=self._settings.issuer,
                 aud=rs.audience,
@@ -548,15 +560,16 @@ class TokenEndpoint:
                 token_hash=token_hash(token),
                 cnf=cbor.dumps(cnf.to_cbor_map()),
                 pop_kid=pop_kid,
+                pop_key_generated=generated,
             )
             try:
                 self._storage.record(record)
             except DuplicateError:
-                logger.debug("cti collision, drawing another")
+                logger.info("cti or generated PoP key id already recorded; drawing new ones")
                 continue
             break
-        else:  # pragma: no cover - 2**-64 per try
-            raise RuntimeError("could not record the token under an unused cti")
+        else:
+            raise RuntimeError("could not record the token under unused identifiers")
         logger.info(
             "issued token cti=%s client_id=%r audience=%r profile=%s pop=%s lifetime=%d peer=%r",
             cti.hex(),
@@ -578,22 +591,23 @@ class TokenEndpoint:
             rs_cnf=rs_cnf,
         )
 
+    @staticmethod
     def _bind(
-        self, client: Client, rs: ResourceServer, pop: _Pop, profile: AceProfile
+        rs: ResourceServer, pop: _Pop, profile: AceProfile, fresh: bytes
     ) -> tuple[Confirmation, dict[int, object] | None, dict[int, object] | None, bytes]:
-        """The token's ``cnf``, the response's ``cnf`` and ``rs_cnf``, and the PoP key id to record."""
+        """The token's ``cnf``, the response's ``cnf`` and ``rs_cnf``, and the PoP key id to record.
+
+        :param fresh: random bytes for generated material (:data:`_GENERATED_LENGTH` of the profile).
+        """
         if pop.mode is _Mode.GENERATE:
             if profile == AceProfile.COAP_OSCORE:
                 # RFC 9203 §3.2: the same OSCORE_Input_Material in the response and in the token.
-                material = OscoreMaterial(
-                    id=self._unused_id(client, rs, OSCORE_ID_LENGTH),
-                    ms=secrets.token_bytes(OSCORE_MASTER_SECRET_LENGTH),
-                )
+                material = OscoreMaterial(id=fresh[:OSCORE_ID_LENGTH], ms=fresh[OSCORE_ID_LENGTH:])
                 cnf = Confirmation(osc=material)
                 assert material.id is not None
                 return cnf, dict(cnf.to_cbor_map()), None, material.id
             # RFC 9202 §3.3.1: a symmetric COSE_Key (kty 4) in both.
-            psk = CoseKey.symmetric(secrets.token_bytes(PSK_LENGTH), kid=self._unused_id(client, rs, PSK_KID_LENGTH))
+            psk = CoseKey.symmetric(fresh[:PSK_LENGTH], kid=fresh[PSK_LENGTH:])
             cnf = Confirmation(cose_key=psk)
             assert psk.kid is not None
             return cnf, dict(cnf.to_cbor_map()), None, psk.kid

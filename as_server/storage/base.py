@@ -3,6 +3,11 @@
 Backends: :mod:`as_server.storage.memory` (tests) and :mod:`as_server.storage.sqlalchemy` (SQLite by default,
 PostgreSQL). Every method returns frozen records from :mod:`as_server.models`; key material is encrypted at rest
 by the backend.
+
+Registry records (clients, resource servers, signing keys) may be cached by a backend that is shared between
+processes: :class:`~as_server.storage.sqlalchemy.SqlStorage` serves a change made through another storage object
+(another process) within :data:`~as_server.storage.registry_cache.REGISTRY_MAX_AGE` seconds, and a change made
+through the same object at once (:meth:`Storage.registry_version`).
 """
 
 from __future__ import annotations
@@ -65,7 +70,12 @@ class TokenStore(Protocol):
     """Issued tokens. :meth:`record` returns only once the record is durable (committed)."""
 
     def record(self, token: IssuedToken) -> None:
-        """Durably store an issued token before it is handed out. :raises DuplicateError: ``cti`` reused."""
+        """Durably store an issued token before it is handed out.
+
+        :raises DuplicateError: ``cti`` or ``token_hash`` reused, or ``token.pop_key_generated`` and a token of the
+            same client and audience that is also marked so has the same ``pop_kid`` (an AS-generated PoP key id
+            must be new; tokens not marked may share a ``pop_kid``).
+        """
         ...
 
     def get_by_cti(self, cti: bytes) -> IssuedToken | None: ...
@@ -107,5 +117,11 @@ class KeyStore(Protocol):
 
 class Storage(EditableClientStore, EditableResourceServerStore, TokenStore, KeyStore, Protocol):
     """Everything one AS deployment stores; a backend implements all of it."""
+
+    def registry_version(self) -> int | None:
+        """A number that changes with every write to clients, resource servers or signing keys, in the same
+        transaction (``None`` before the first); what registry caches check (:mod:`as_server.storage.registry_cache`).
+        Token writes do not change it."""
+        ...
 
     def close(self) -> None: ...

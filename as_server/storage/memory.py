@@ -49,7 +49,9 @@ class MemoryStorage:
         self._tokens: dict[bytes, _Stored] = {}  # by cti
         self._by_hash: dict[bytes, bytes] = {}  # token_hash -> cti
         self._by_pop_kid: dict[tuple[str, str, bytes], list[bytes]] = {}  # -> ctis, oldest first
+        self._generated_pop_kids: set[tuple[str, str, bytes]] = set()  # of tokens with pop_key_generated
         self._signing_keys: dict[bytes, _Stored] = {}
+        self._registry_version: int | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -70,6 +72,16 @@ class MemoryStorage:
         if self._closed:
             raise RuntimeError("storage is closed")
 
+    def _bump_registry(self) -> None:
+        """Count a registry write (the lock is held)."""
+        self._registry_version = (self._registry_version or 0) + 1
+
+    def registry_version(self) -> int | None:
+        """Changes with every write to clients, resource servers or signing keys; ``None`` before the first."""
+        with self._lock:
+            self._check_open()
+            return self._registry_version
+
     # -- clients ---------------------------------------------------------------------------------------------
 
     def get_client(self, client_id: str) -> Client | None:
@@ -85,6 +97,7 @@ class MemoryStorage:
             if client.client_id in self._clients:
                 raise DuplicateError(f"client {client.client_id!r} exists")
             self._clients[client.client_id] = client
+            self._bump_registry()
 
     def update_client(self, client: Client) -> None:
         """:raises NotFoundError: no client with this ``client_id``."""
@@ -93,6 +106,7 @@ class MemoryStorage:
             if client.client_id not in self._clients:
                 raise NotFoundError(f"no client {client.client_id!r}")
             self._clients[client.client_id] = client
+            self._bump_registry()
 
     def list_clients(self) -> Sequence[Client]:
         """All clients, ordered by ``client_id``."""
@@ -134,6 +148,7 @@ class MemoryStorage:
             if rs.audience in self._resource_servers:
                 raise DuplicateError(f"resource server {rs.audience!r} exists")
             self._resource_servers[rs.audience] = self._store_rs(rs)
+            self._bump_registry()
 
     def update_resource_server(self, rs: ResourceServer) -> None:
         """:raises NotFoundError: no resource server with this audience."""
@@ -142,6 +157,7 @@ class MemoryStorage:
             if rs.audience not in self._resource_servers:
                 raise NotFoundError(f"no resource server {rs.audience!r}")
             self._resource_servers[rs.audience] = self._store_rs(rs)
+            self._bump_registry()
 
     def list_resource_servers(self) -> Sequence[ResourceServer]:
         """All resource servers, ordered by audience."""
@@ -165,7 +181,8 @@ class MemoryStorage:
     def record(self, token: IssuedToken) -> None:
         """Store an issued token (durable as soon as this returns, for as long as the process lives).
 
-        :raises DuplicateError: the ``cti`` or the token hash is already recorded.
+        :raises DuplicateError: the ``cti`` or the token hash is already recorded, or the token's PoP key is
+            ``pop_key_generated`` and another such token of the client and audience has its ``pop_kid``.
         """
         with self._lock:
             self._check_open()
@@ -173,12 +190,21 @@ class MemoryStorage:
                 raise DuplicateError("cti already recorded")
             if token.token_hash in self._by_hash:
                 raise DuplicateError("token hash already recorded")
+            generated = (
+                (token.client_id, token.audience, token.pop_kid)
+                if token.pop_key_generated and token.pop_kid is not None
+                else None
+            )
+            if generated is not None and generated in self._generated_pop_kids:
+                raise DuplicateError("generated PoP key id already recorded for this client and audience")
             sealed = self._seal(token.cnf, self._token_aad(token.cti))
             record = dataclasses.replace(token, cnf=b"") if sealed is not None else token
             self._tokens[token.cti] = _Stored(record, sealed, next(self._seq))
             self._by_hash[token.token_hash] = token.cti
             if token.pop_kid is not None:
                 self._by_pop_kid.setdefault((token.client_id, token.audience, token.pop_kid), []).append(token.cti)
+            if generated is not None:
+                self._generated_pop_kids.add(generated)
 
     def get_by_cti(self, cti: bytes) -> IssuedToken | None:
         """The token with this ``cti``, or ``None``."""
@@ -299,6 +325,7 @@ class MemoryStorage:
             sealed = None if key.key.is_symmetric else self._seal(key.key.to_cbor(), self._key_aad(key.kid))
             record = dataclasses.replace(key, key=key.key.public()) if sealed is not None else key
             self._signing_keys[key.kid] = _Stored(record, sealed, next(self._seq))
+            self._bump_registry()
 
     def retire(self, kid: bytes, *, at: int, retire_after: int) -> None:
         """Stop signing with ``kid`` from ``at``; it verifies until ``retire_after``. :raises NotFoundError:"""
@@ -310,6 +337,7 @@ class MemoryStorage:
             assert isinstance(stored.record, SigningKey)
             record = dataclasses.replace(stored.record, retired_at=at, retire_after=retire_after)
             self._signing_keys[kid] = dataclasses.replace(stored, record=record)
+            self._bump_registry()
 
     def close(self) -> None:
         """Drop everything; later calls raise ``RuntimeError``. Idempotent."""
@@ -320,4 +348,5 @@ class MemoryStorage:
             self._tokens.clear()
             self._by_hash.clear()
             self._by_pop_kid.clear()
+            self._generated_pop_kids.clear()
             self._signing_keys.clear()

@@ -4,4 +4,7 @@
 * :mod:`.authlib_app`: Authlib's Flask ``client_credentials`` endpoint issuing RFC 9068 JWTs (ES256), recording
   every token in SQLite with the same durability as ours (what a Python user would pick today);
 * :mod:`.trivial_coap`: the cheapest aiocoap POST resource (the CoAP ceiling of aiocoap on this machine).
+
+``bench_rs`` also uses :mod:`.trivial_coap` (against token uploads), and :mod:`.oscore_lock`: the door lock's
+resources behind aiocoap's own ``OscoreSiteWrapper`` with a few static contexts and no ACE checks.
 """

@@ -3,6 +3,8 @@ so that test modules import plain helpers and no conftest is shared with the sto
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from as_server.endpoints.introspect import IntrospectionEndpoint
 from as_server.endpoints.token import TokenEndpoint
 from as_server.models import Client, PopKeyType, ResourceServer, ScopeFormat, SigningKey, TokenForm
 from as_server.sealing import hash_secret
+from as_server.storage.base import Storage
 from as_server.storage.memory import MemoryStorage
 from policies.base import AccessPolicy
 from policies.builtin.allow_list import AllowList
@@ -183,16 +186,22 @@ class World:
     """One AS: storage, policy, limiter, clock and both endpoints, wired like :class:`as_server.app`."""
 
     settings: Settings
-    storage: MemoryStorage
+    storage: Storage
     policy: AccessPolicy
     limiter: FailureRateLimiter
     clock: Clock
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes
     token: TokenEndpoint = field(init=False)
     introspection: IntrospectionEndpoint = field(init=False)
 
     def __post_init__(self) -> None:
         self.token = TokenEndpoint(
-            settings=self.settings, storage=self.storage, policy=self.policy, limiter=self.limiter, clock=self.clock
+            settings=self.settings,
+            storage=self.storage,
+            policy=self.policy,
+            limiter=self.limiter,
+            clock=self.clock,
+            random_bytes=lambda n: self.random_bytes(n),  # late-bound: tests swap the source
         )
         self.introspection = IntrospectionEndpoint(
             settings=self.settings, storage=self.storage, limiter=self.limiter, clock=self.clock
@@ -207,11 +216,15 @@ class World:
         rs_overrides: dict[str, dict[str, Any]] | None = None,
         client_overrides: dict[str, dict[str, Any]] | None = None,
         signing_key: bool = True,
+        storage: Storage | None = None,
     ) -> World:
-        """A fresh deployment; ``*_overrides`` replace fields of the named records."""
+        """A fresh deployment; ``*_overrides`` replace fields of the named records.
+
+        :param storage: an empty storage to fill (default: a new :class:`MemoryStorage`).
+        """
         base = Settings(home=Path("/nonexistent/ostiary-test"), issuer=ISSUER, token_lifetime=3600)
         the_settings = replace(base, **(settings or {}))
-        storage = MemoryStorage()
+        storage = storage if storage is not None else MemoryStorage()
         for rs in resource_servers():
             storage.add_resource_server(replace(rs, **(rs_overrides or {}).get(rs.audience, {})))
         for client in clients():

@@ -44,6 +44,7 @@ from as_server.models import (
 )
 from as_server.sealing import MasterKey, SealingError, hash_secret
 from as_server.storage.base import DuplicateError, NotFoundError, Storage
+from as_server.storage.registry_cache import REGISTRY_MAX_AGE
 from as_server.storage.sqlalchemy import (
     DatabaseUnavailableError,
     SchemaError,
@@ -57,7 +58,7 @@ from as_server.storage.sqlalchemy import (
 )
 from as_server.storage.sqlalchemy.engine import make_engine
 from as_server.storage.sqlalchemy.migrate import alembic_config
-from as_server.storage.sqlalchemy.rows import TOKEN_COLUMNS
+from as_server.storage.sqlalchemy.rows import TOKEN_COLUMNS, token_values
 from as_server.storage.sqlalchemy.tables import issued_tokens, metadata
 
 #: A fixed "now" (time is a parameter: STYLE §3.6 rule 3).
@@ -274,6 +275,63 @@ def test_find_by_pop_kid_most_recent_wins(storage: Storage) -> None:
     assert storage.find_by_pop_kid("client-9", "lock-1", kid) is None
 
 
+def test_generated_pop_kids_are_unique_per_client_and_audience(storage: Storage) -> None:
+    """An AS-generated PoP key id is new for its client and audience; re-bound and registered keys share theirs."""
+    kid = b"\x01\x02\x03\x04\x05\x06"
+    first = make_token(iat=T0, pop_kid=kid, pop_key_generated=True)
+    storage.record(first)
+    with pytest.raises(DuplicateError):
+        storage.record(make_token(iat=T0 + 1, pop_kid=kid, pop_key_generated=True))
+    # The same id generated for another client or audience is another key.
+    storage.record(make_token(pop_kid=kid, pop_key_generated=True, client_id="client-2"))
+    storage.record(make_token(pop_kid=kid, pop_key_generated=True, audience="lock-2"))
+    # Updates of access rights name the key by kid (RFC 9203 §3.1): any number of tokens share it.
+    rebinds = [make_token(iat=T0 + 10 + i, pop_kid=kid) for i in range(3)]
+    for token in rebinds:
+        storage.record(token)
+    assert storage.find_by_pop_kid("client-1", "lock-1", kid) == rebinds[-1]
+    assert storage.get_by_cti(first.cti) == first  # pop_key_generated round-trips
+    with pytest.raises(DuplicateError):  # still taken, by the first token
+        storage.record(make_token(iat=T0 + 20, pop_kid=kid, pop_key_generated=True))
+    assert storage.count() == 1 + 2 + len(rebinds)
+
+
+def test_registry_version_changes_with_every_registry_write_and_only_then(storage: Storage) -> None:
+    seen = [storage.registry_version()]
+
+    def changed() -> bool:
+        seen.append(storage.registry_version())
+        return seen[-1] != seen[-2]
+
+    client, rs, key = full_client(), full_resource_server(), signing_key(T0)
+    storage.add_client(client)
+    assert changed()
+    storage.update_client(dataclasses.replace(client, enabled=True))
+    assert changed()
+    storage.add_resource_server(rs)
+    assert changed()
+    storage.update_resource_server(dataclasses.replace(rs, max_lifetime=5))
+    assert changed()
+    storage.add_signing_key(key)
+    assert changed()
+    storage.retire(key.kid, at=T0 + 1, retire_after=T0 + 2)
+    assert changed()
+    # Refused registry writes and token writes leave it alone.
+    with pytest.raises(DuplicateError):
+        storage.add_client(client)
+    with pytest.raises(NotFoundError):
+        storage.update_client(full_client("nobody"))
+    with pytest.raises(NotFoundError):
+        storage.update_resource_server(full_resource_server("nobody"))
+    with pytest.raises(NotFoundError):
+        storage.retire(b"unknown", at=T0, retire_after=T0)
+    token = make_token()
+    storage.record(token)
+    storage.revoke(token.cti)
+    assert not changed()
+    assert len(set(seen)) == 7
+
+
 def test_list_tokens_newest_first_with_filters(storage: Storage) -> None:
     a1 = make_token(iat=T0 + 1, client_id="a", audience="x")
     a2 = make_token(iat=T0 + 3, client_id="a", audience="y")
@@ -414,6 +472,30 @@ def test_downgrade_and_upgrade_again(sql_url: str) -> None:
     assert current_revision(sql_url) is None
     upgrade(sql_url)
     assert current_revision(sql_url) == head_revision()
+
+
+def test_upgrade_from_0001_keeps_the_tokens(sql_url: str, master_key: MasterKey, open_sql: OpenSql) -> None:
+    """Revision 0002 adds ``pop_key_generated`` (NULL for existing rows) and swaps the pop_kid index in place."""
+    engine = make_engine(sql_url, create_file=True)
+    old = make_token(pop_kid=b"old-id")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+        with engine.begin() as conn:
+            columns = TOKEN_COLUMNS[:-1]  # without pop_key_generated
+            assert TOKEN_COLUMNS[-1] == "pop_key_generated"
+            placeholders = ", ".join(f":{c}" for c in columns)
+            values = dict(zip(columns, token_values(old, master_key)[:-1], strict=True))
+            conn.execute(sa.text(f"INSERT INTO issued_tokens ({', '.join(columns)}) VALUES ({placeholders})"), values)
+    finally:
+        engine.dispose()
+    storage = open_sql(sql_url, master_key)  # upgrades to head
+    assert current_revision(sql_url) == head_revision()
+    assert storage.get_by_cti(old.cti) == old
+    assert storage.registry_version() == 0
+    # Rows from before the revision are not marked: a new generated key may even reuse their id.
+    storage.record(make_token(pop_kid=b"old-id", pop_key_generated=True))
+    assert storage.find_by_pop_kid("client-1", "lock-1", b"old-id") is not None
 
 
 def test_open_needs_an_initialised_database(sql_url: str, master_key: MasterKey, tmp_path: Path) -> None:
@@ -632,6 +714,132 @@ def test_sqlite_file_is_private_and_durable(tmp_path: Path, master_key: MasterKe
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
 
 
+# --- SQL: registry cache -----------------------------------------------------------------------------------------
+
+
+class FakeMonotonic:
+    """A monotonic clock the test moves by hand (the cache's bound without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def cached_storage(url: str, master_key: MasterKey, clock: FakeMonotonic) -> SqlStorage:
+    return SqlStorage(make_engine(url), master_key, monotonic=clock)
+
+
+def test_registry_reads_are_cached_and_changes_of_other_processes_seen_within_the_bound(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql
+) -> None:
+    other = open_sql(sql_url, master_key)  # another process, e.g. `ostiary as client disable`
+    client, rs, key = full_client(enabled=True), full_resource_server(enabled=True), signing_key(T0)
+    other.add_client(client)
+    other.add_resource_server(rs)
+    other.add_signing_key(key)
+    clock = FakeMonotonic()
+    storage = cached_storage(sql_url, master_key, clock)
+    try:
+        assert storage.get_client(client.client_id) == client
+        assert storage.get_resource_server(rs.audience) == rs
+        assert storage.signing_key() == key
+        # Served from memory: the same frozen objects, and no query while the bound has not passed.
+        assert storage.get_client(client.client_id) is storage.get_client(client.client_id)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            storage.get_client(client.client_id).enabled = False  # type: ignore[misc, union-attr]
+
+        disabled_client = dataclasses.replace(client, enabled=False)
+        disabled_rs = dataclasses.replace(rs, enabled=False)
+        other.update_client(disabled_client)
+        other.update_resource_server(disabled_rs)
+        other.retire(key.kid, at=T0 + 1, retire_after=T0 + 2)
+        clock.advance(REGISTRY_MAX_AGE / 2)
+        assert storage.get_client(client.client_id) == client  # may be this stale, never longer than the bound
+        clock.advance(REGISTRY_MAX_AGE / 2)
+        assert storage.get_client(client.client_id) == disabled_client
+        assert storage.get_resource_server(rs.audience) == disabled_rs
+        assert storage.signing_key() is None
+        assert [k.kid for k in storage.verification_keys(T0 + 1)] == [key.kid]
+    finally:
+        storage.close()
+
+
+def test_registry_changes_made_through_the_same_storage_apply_at_once(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql
+) -> None:
+    open_sql(sql_url, master_key).close()  # create the schema
+    clock = FakeMonotonic()  # never advanced
+    storage = cached_storage(sql_url, master_key, clock)
+    try:
+        client, rs, old, new = full_client(), full_resource_server(), signing_key(T0), signing_key(T0 + 1)
+        storage.add_client(client)
+        storage.add_resource_server(rs)
+        storage.add_signing_key(old)
+        assert storage.get_client(client.client_id) == client
+        assert storage.get_resource_server(rs.audience) == rs
+        assert storage.signing_key() == old
+        changed = dataclasses.replace(client, enabled=not client.enabled)
+        storage.update_client(changed)
+        assert storage.get_client(client.client_id) == changed
+        narrowed = dataclasses.replace(rs, max_lifetime=1)
+        storage.update_resource_server(narrowed)
+        assert storage.get_resource_server(rs.audience) == narrowed
+        storage.add_signing_key(new)
+        assert storage.signing_key() == new
+        storage.retire(new.kid, at=T0 + 2, retire_after=T0 + 3)
+        assert storage.signing_key() == old
+    finally:
+        storage.close()
+
+
+def test_unknown_records_are_not_cached(sql_url: str, master_key: MasterKey, open_sql: OpenSql) -> None:
+    """A client registered by another process is found at once: misses are not remembered (nor can a stream of
+    made-up client ids fill the cache)."""
+    other = open_sql(sql_url, master_key)
+    storage = cached_storage(sql_url, master_key, FakeMonotonic())
+    try:
+        client, rs = full_client(), full_resource_server()
+        assert storage.get_client(client.client_id) is None
+        assert storage.get_resource_server(rs.audience) is None
+        other.add_client(client)
+        other.add_resource_server(rs)
+        assert storage.get_client(client.client_id) == client
+        assert storage.get_resource_server(rs.audience) == rs
+    finally:
+        storage.close()
+
+
+def test_the_registry_version_is_checked_at_most_once_per_bound(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_sql(sql_url, master_key).add_client(full_client())
+    clock = FakeMonotonic()
+    storage = cached_storage(sql_url, master_key, clock)
+    checks: list[int | None] = []
+    read_version = storage.registry_version
+
+    def counted() -> int | None:
+        checks.append(read_version())
+        return checks[-1]
+
+    monkeypatch.setattr(storage._registry, "_read_version", counted)  # noqa: SLF001
+    try:
+        for _ in range(100):
+            storage.get_client("client-1")
+        assert len(checks) == 1
+        clock.advance(REGISTRY_MAX_AGE)
+        for _ in range(100):
+            storage.get_client("client-1")
+        assert len(checks) == 2
+    finally:
+        storage.close()
+
+
 # --- SQL: group commit --------------------------------------------------------------------------------------------
 
 
@@ -701,6 +909,22 @@ def test_a_duplicate_inside_a_batch_fails_only_its_caller(
     for token in batch:
         assert storage.get_by_cti(token.cti) == token
     assert storage.count() == 1 + 1 + len(batch)
+
+
+def test_a_generated_pop_kid_twice_in_one_batch_fails_only_the_second(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_sql(sql_url, master_key)
+    generated = [make_token(pop_kid=b"kid-%d" % i, pop_key_generated=True) for i in range(5)]
+    twin = make_token(pop_kid=b"kid-2", pop_key_generated=True)  # another token, the same generated key id
+    rebound = make_token(pop_kid=b"kid-2")  # an update of access rights naming that key
+    submitted = [*generated, twin, rebound]
+    with writer_held(storage, monkeypatch):
+        pending = [storage.submit_record(token) for token in submitted]
+    outcomes = [f.exception(timeout=WAIT) for f in pending]
+    assert [type(exc) for exc in outcomes] == [type(None)] * 5 + [DuplicateError, type(None)]
+    assert storage.commit_stats.largest_batch == len(submitted)
+    assert storage.find_by_pop_kid("client-1", "lock-1", b"kid-2") == rebound
 
 
 def test_a_failing_write_fails_its_callers_and_the_writer_carries_on(

@@ -34,11 +34,16 @@ __all__ = [
 ]
 
 
-def open_storage(url: str | URL, master_key: MasterKey, *, create: bool = False) -> SqlStorage:
+def open_storage(
+    url: str | URL, master_key: MasterKey, *, create: bool = False, pool_size: int | None = None
+) -> SqlStorage:
     """Open the database at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
     :param create: create the database file (SQLite) and apply the migrations first (:func:`upgrade`); without
         it, the database must exist and be at :func:`head_revision`.
+    :param pool_size: connections to keep open: at least the number of threads that use the storage at once plus
+        one for its token writer, or connections are opened and closed per request (SQLAlchemy's default of 5
+        plus 10 on demand when ``None``).
     :raises FileNotFoundError: SQLite file missing and ``create`` false.
     :raises SchemaError: the schema is missing or at another revision (run ``ostiary as upgrade``).
     :raises DatabaseUnavailableError: the database cannot be reached (an :class:`OSError`).
@@ -46,7 +51,7 @@ def open_storage(url: str | URL, master_key: MasterKey, *, create: bool = False)
     """
     if create:
         upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=pool_size)
     try:
         check_revision(engine)
     except BaseException:

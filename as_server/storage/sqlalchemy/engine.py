@@ -7,32 +7,51 @@
   with mode 0600 (SQLite gives its ``-wal``/``-shm`` files the database file's permissions).
   sqlite3's legacy transaction handling is replaced by explicit ``BEGIN`` (SQLAlchemy's documented recipe) so that
   savepoints and transactional DDL work; write transactions start with ``BEGIN IMMEDIATE`` and take the write lock
-  up front, so a busy database makes them wait (up to the busy timeout) instead of failing half way.
+  up front, so a busy database makes them wait (up to the busy timeout) instead of failing half way. Connections
+  of a :func:`read_only` engine send no ``BEGIN`` at all: each of their statements is its own (autocommit) read
+  transaction, which is all a single ``SELECT`` needs, and saves a round of ``BEGIN``/``ROLLBACK`` per read.
 * **PostgreSQL** through psycopg 3 (``postgresql+psycopg://``; ``postgresql://`` and ``postgres://`` mean the same).
 
 Both listeners are registered right after :func:`sqlalchemy.create_engine`, which does not connect, so every
 connection the pool ever makes gets them.
+
+SQLite has one writer at a time per database file. When another connection holds the write lock, ``BEGIN
+IMMEDIATE`` waits in SQLite's busy handler, which polls with sleeps of 1, 2, 5, 10 ... ms: two processes that both
+write all the time (two gunicorn workers, each with a token writer) then spend much of their time asleep while the
+lock is free. A :class:`WriteLock` around each write transaction makes writers queue in the kernel instead (an
+exclusive ``flock`` on ``<database>-writelock``, plus a thread lock within the process): a waiting writer is woken
+the moment the previous one commits. The busy timeout remains the fallback for writers that do not take it
+(``sqlite3`` in a shell).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "DatabaseUnavailableError",
+    "WriteLock",
     "bulk_load_settings",
     "database_errors",
     "make_engine",
     "normalize_url",
+    "read_only",
     "safe_url",
     "sqlite_path",
     "write_connection",
@@ -45,6 +64,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT = 10
 
 _WRITE_OPTION = "ostiary_write"
+_READ_ONLY_OPTION = "ostiary_read_only"
 
 
 class DatabaseUnavailableError(ConnectionError):
@@ -100,6 +120,62 @@ def sqlite_path(url: URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or not url.database:
         return None
     return Path(url.database).expanduser()
+
+
+class WriteLock:
+    """Write transactions on one SQLite file, one at a time across threads and processes (module docstring).
+
+    A context manager: hold it from ``BEGIN IMMEDIATE`` to ``COMMIT``. It is a no-op for other databases (``path``
+    ``None``; PostgreSQL has row locks) and where ``fcntl`` is missing. The lock file (mode 0600) is opened lazily
+    and again after a fork: a descriptor inherited from the parent would share the parent's lock.
+
+    :param path: the database file, or ``None``.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = None if path is None or fcntl is None else Path(f"{path}-writelock")
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> WriteLock:
+        """The lock for ``engine``'s database (a no-op unless it is a SQLite file)."""
+        return cls(sqlite_path(engine.url))
+
+    def __enter__(self) -> None:
+        if self._path is None:
+            return
+        self._thread_lock.acquire()
+        try:
+            assert fcntl is not None
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # blocks without the GIL until the holder unlocks
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._path is None:
+            return
+        try:
+            assert fcntl is not None and self._fd is not None
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            assert self._path is not None
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        """Close the lock file (idempotent); a later use opens it again."""
+        with self._thread_lock:
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
 
 
 def ensure_sqlite_file(path: Path) -> None:
@@ -162,8 +238,21 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = conn.get_execution_options()
+    if options.get(_WRITE_OPTION, False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif not options.get(_READ_ONLY_OPTION, False):
+        conn.exec_driver_sql("BEGIN")
+    # read-only: no BEGIN; sqlite3 stays in autocommit mode and each SELECT is its own read transaction
+
+
+def read_only(engine: Engine) -> Engine:
+    """``engine`` (same pool) for single-statement reads: on SQLite its connections send no ``BEGIN``.
+
+    Only for work that reads with one statement per connection use: several statements would each see the
+    database as of their own start. PostgreSQL is unaffected (SQLAlchemy begins a transaction as usual).
+    """
+    return engine.execution_options(**{_READ_ONLY_OPTION: True})
 
 
 @contextmanager

@@ -255,6 +255,7 @@ TOKEN_COLUMNS = (
     "pop_kid",
     "subject",
     "status",
+    "pop_key_generated",
 )
 _CNF_AAD = aad("issued_tokens", "cnf_sealed", b"")
 
@@ -284,6 +285,7 @@ def token_values(token: IssuedToken, master_key: MasterKey) -> tuple[Any, ...]:
         token.pop_kid,
         token.subject,
         token.status.value,
+        True if token.pop_key_generated else None,  # TRUE or NULL, never FALSE (tables.py)
     )
 
 
@@ -308,6 +310,7 @@ def token_from_row(row: Row, master_key: MasterKey) -> IssuedToken:
         pop_kid=None if pop_kid is None else bytes(pop_kid),
         subject=row["subject"],
         status=_str_enum(TokenStatus, row["status"], "issued_tokens.status"),
+        pop_key_generated=bool(row["pop_key_generated"]),
     )
 
 

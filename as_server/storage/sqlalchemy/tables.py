@@ -16,13 +16,33 @@ Conventions:
   column). Tokens issued in the same second have equal ``iat`` (keys: ``created_at``); ``seq`` orders them by
   insertion, across processes, which "newest first" and "most recent wins" need. ``cti`` (``kid``) is unique, so
   on SQLite the physical layout equals a table keyed by ``cti`` (a rowid table with one index on ``cti``).
+* ``registry_version`` holds one row (``id`` 1) whose ``version`` goes up in the same transaction as every write to
+  ``clients``, ``resource_servers`` and ``signing_keys`` (:class:`.store.SqlStorage` does it). Each process caches
+  registry records and re-reads this one number to learn that another process changed them
+  (:mod:`as_server.storage.registry_cache`). The row is created by the first registry write (an upsert), so a
+  missing row only means "nothing written yet".
+* ``issued_tokens.pop_key_generated`` is TRUE for a token whose PoP key the AS generated (no ``req_cnf``, RFC 9200
+  §5.8.1) and NULL otherwise, never FALSE. A generated key's ``pop_kid`` must be new for the client and audience;
+  tokens that re-bind a key by ``kid`` (RFC 9203 §3.1, RFC 9202 §4) or bind the client's registered public key share
+  a ``pop_kid`` with earlier tokens on purpose. One unique index on (client_id, audience, pop_kid,
+  pop_key_generated) says both, because NULLs never collide in a unique index (SQLite and PostgreSQL alike): it
+  refuses a second TRUE row with the same key id and lets any number of NULL rows share it. The same index serves
+  :meth:`~.store.SqlStorage.find_by_pop_kid`, so a token insert updates no more indexes than before the rule.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["NAMING_CONVENTION", "clients", "issued_tokens", "metadata", "resource_servers", "signing_keys"]
+__all__ = [
+    "NAMING_CONVENTION",
+    "clients",
+    "issued_tokens",
+    "metadata",
+    "registry_version",
+    "resource_servers",
+    "signing_keys",
+]
 
 #: Deterministic constraint and index names, so later migrations (and SQLite batch mode) can refer to them.
 NAMING_CONVENTION = {
@@ -96,13 +116,20 @@ issued_tokens = sa.Table(
     sa.Column("pop_kid", sa.LargeBinary(), nullable=True),
     sa.Column("subject", sa.String(), nullable=True),
     sa.Column("status", sa.String(), nullable=False),
+    # TRUE or NULL (see the module docstring); revision 0002, earlier rows are NULL (their ids were checked unused
+    # when they were issued).
+    sa.Column("pop_key_generated", sa.Boolean(), nullable=True),
     sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
     # No foreign keys to clients/resource_servers: a token record is an audit record that outlives registry
     # edits, and the memory backend (with which this one must agree) has none either.
     sa.Index("uq_issued_tokens_cti", "cti", unique=True),
     sa.Index("uq_issued_tokens_token_hash", "token_hash", unique=True),
-    # find_by_pop_kid() and list_tokens(client_id=...); on SQLite the rowid (seq) is implicitly the last column.
-    sa.Index(None, "client_id", "audience", "pop_kid", "iat"),
+    # An AS-generated PoP key id is new for its client and audience (RFC 9203 §4.1 OSCORE ids, RFC 9202 §3.3 PSK
+    # kids; the token endpoint draws another key when record() raises DuplicateError); shared ids are NULL-marked.
+    # Also serves find_by_pop_kid() and list_tokens(client_id=...).
+    sa.Index(
+        "uq_issued_tokens_generated_pop_kid", "client_id", "audience", "pop_kid", "pop_key_generated", unique=True
+    ),
     # list_tokens(): newest first, walking the index backwards.
     sa.Index(None, "iat", "seq"),
 )
@@ -118,4 +145,12 @@ signing_keys = sa.Table(
     sa.Column("retired_at", _Time(), nullable=True),
     sa.Column("retire_after", _Time(), nullable=True),
     sa.Index("uq_signing_keys_kid", "kid", unique=True),
+)
+
+registry_version = sa.Table(
+    "registry_version",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
 )

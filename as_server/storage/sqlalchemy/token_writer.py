@@ -1,0 +1,151 @@
+"""The token writer's hot path: a batch of ``issued_tokens`` rows in one transaction, through the driver directly.
+
+:meth:`~.store.SqlStorage.record` is called once per issued token (RFC 9200 §5.8.2: the token is recorded before
+the response leaves), so this is the one write path that must be cheap. SQLAlchemy adds nothing here -- the rows
+are plain tuples of driver types (:func:`.rows.token_values`) and the statement is fixed -- but costs a pool
+checkout, a transaction object, events and result processing per batch; and the driver's ``executemany`` runs one
+statement per row, each of which releases and re-takes the GIL, which in a busy threaded server means a trip
+through the scheduler per row. So the batch goes to the DBAPI connection as one multi-row ``INSERT ... VALUES
+(...), (...)`` (one statement per size, built once), between ``BEGIN IMMEDIATE`` (SQLite; PostgreSQL begins
+implicitly) and ``COMMIT``, all under the database's :class:`~.engine.WriteLock`.
+
+When the batch violates a unique index (a ``cti``, token hash or generated PoP key id that is taken, possibly by
+another row of the same batch), it is rolled back and written again row by row, each row in a savepoint, so that
+only the offending rows fail (with :class:`~as_server.storage.base.DuplicateError`) and the others still share
+one commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from as_server.storage.base import DuplicateError
+from as_server.storage.sqlalchemy import rows
+from as_server.storage.sqlalchemy.engine import WriteLock
+from as_server.storage.sqlalchemy.tables import issued_tokens
+
+__all__ = ["DUPLICATE_TOKEN", "TokenWriter", "is_unique_violation"]
+
+#: The message of a row's :class:`DuplicateError`.
+DUPLICATE_TOKEN: Final = "a token with this cti or token hash, or this generated PoP key id, is already recorded"
+
+# SQLite extended result codes of unique violations; PostgreSQL's SQLSTATE unique_violation.
+_SQLITE_UNIQUE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
+_PG_UNIQUE_VIOLATION = "23505"
+#: Statements kept per batch size at most (the group committer's batches are no larger by default).
+_MAX_CACHED_SIZES = 256
+
+TokenValues = tuple[Any, ...]
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` (a DBAPI error, or SQLAlchemy's wrapper of one) is a unique-constraint violation."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if isinstance(orig, sqlite3.IntegrityError):
+        return getattr(orig, "sqlite_errorcode", None) in _SQLITE_UNIQUE
+    return getattr(orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION
+
+
+class TokenWriter:
+    """Writes batches of token rows (see the module docstring). Thread-safe: each batch takes a pooled connection.
+
+    :param engine: the storage's engine (its pool and its SQLite settings).
+    :param write_lock: the storage's :class:`~.engine.WriteLock`.
+    """
+
+    def __init__(self, engine: Engine, write_lock: WriteLock) -> None:
+        self._engine = engine
+        self._write_lock = write_lock
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        dbapi = engine.dialect.loaded_dbapi
+        self._integrity_error: type[Exception] = dbapi.IntegrityError
+        self._dbapi_error: type[Exception] = dbapi.Error
+        self._statements: dict[int, str] = {}
+
+    def insert_sql(self, rows_in_statement: int) -> str:
+        """``INSERT INTO issued_tokens (<TOKEN_COLUMNS>) VALUES (...), ...`` for that many rows."""
+        sql = self._statements.get(rows_in_statement)
+        if sql is None:
+            one = "(" + ", ".join([self._placeholder] * len(rows.TOKEN_COLUMNS)) + ")"
+            sql = (
+                f"INSERT INTO {issued_tokens.name} ({', '.join(rows.TOKEN_COLUMNS)}) "
+                f"VALUES {', '.join([one] * rows_in_statement)}"
+            )
+            if len(self._statements) < _MAX_CACHED_SIZES:
+                self._statements[rows_in_statement] = sql
+        return sql
+
+    def write(self, batch: Sequence[TokenValues]) -> list[BaseException | None]:
+        """Write ``batch`` durably; one outcome per row (``None``: committed, else its :class:`DuplicateError`).
+
+        :raises Exception: what the database raised when the whole batch failed (nothing of it is committed).
+        """
+        if not batch:
+            return []
+        with self._write_lock:
+            proxied = self._engine.raw_connection()
+            try:
+                connection = proxied.driver_connection
+                try:
+                    self._insert_all(connection, batch)
+                    return [None] * len(batch)
+                except self._integrity_error as exc:
+                    if not is_unique_violation(exc):
+                        raise
+                if len(batch) == 1:
+                    return [DuplicateError(DUPLICATE_TOKEN)]
+                return self._insert_each(connection, batch)
+            except self._dbapi_error:
+                proxied.invalidate()  # a connection in an unknown state (lost server, I/O error) is not reused
+                raise
+            finally:
+                proxied.close()  # back to the pool (an invalidated one is discarded)
+
+    def _begin(self, cursor: Any) -> None:
+        if self._sqlite:  # autocommit mode (engine.py): take the write lock up front
+            cursor.execute("BEGIN IMMEDIATE")
+
+    def _insert_all(self, connection: Any, batch: Sequence[TokenValues]) -> None:
+        params = [value for row in batch for value in row]
+        cursor = connection.cursor()
+        try:
+            self._begin(cursor)
+            cursor.execute(self.insert_sql(len(batch)), params)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def _insert_each(self, connection: Any, batch: Sequence[TokenValues]) -> list[BaseException | None]:
+        """Row by row in savepoints, one commit: only the rows that violate a unique index fail."""
+        outcomes: list[BaseException | None] = []
+        sql = self.insert_sql(1)
+        cursor = connection.cursor()
+        try:
+            self._begin(cursor)
+            for row in batch:
+                cursor.execute("SAVEPOINT token_row")
+                try:
+                    cursor.execute(sql, row)
+                    outcomes.append(None)
+                except self._integrity_error as exc:
+                    if not is_unique_violation(exc):
+                        raise
+                    cursor.execute("ROLLBACK TO SAVEPOINT token_row")
+                    outcomes.append(DuplicateError(DUPLICATE_TOKEN))
+                cursor.execute("RELEASE SAVEPOINT token_row")
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+        return outcomes
