@@ -23,10 +23,12 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiocoap
 from aiocoap.credentials import CredentialsMap
@@ -35,11 +37,12 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from ace_core.cwt import Claims
 from ace_core.oscore import OscoreContextParameters
 from ace_core.scope import AifScope
+from benchmarks.oscore_wire import ClientContext
 from resource_server.aiocoap_site import MemoryOscoreContext, resource_site
 from resource_server.examples.door_lock import DoorLock
 from resource_server.token_store import StoredToken
 
-__all__ = ["load_contexts", "main", "serve"]
+__all__ = ["load_contexts", "main", "make_contexts", "serve", "stand_in_token"]
 
 #: The rights of the stand-in token each baseline context authenticates.
 RIGHTS = "/lock:GET,PUT"
@@ -51,21 +54,57 @@ def _hex(value: str | None) -> bytes | None:
 
 def load_contexts(path: Path) -> list[OscoreContextParameters]:
     """The server-role context parameters from the JSON file (module docstring)."""
-    out = []
-    for doc in json.loads(path.read_text()):
-        out.append(
-            OscoreContextParameters(
-                master_secret=bytes.fromhex(doc["master_secret"]),
-                master_salt=bytes.fromhex(doc["master_salt"]),
-                sender_id=bytes.fromhex(doc["sender_id"]),
-                recipient_id=bytes.fromhex(doc["recipient_id"]),
-                id_context=_hex(doc.get("id_context")),
-            )
+    return server_contexts(json.loads(path.read_text()))
+
+
+def make_contexts(n: int) -> tuple[list[dict[str, Any]], list[ClientContext]]:
+    """``n`` random security contexts: the server sides (the JSON this module reads) and the client sides (for the
+    load generator). The clients' Sender IDs are two bytes, like most of a lock's once it holds thousands."""
+    servers, clients = [], []
+    for k in range(n):
+        secret, salt = secrets.token_bytes(16), secrets.token_bytes(8)
+        client_id, server_id = (0x2700 + k).to_bytes(2, "big"), bytes([k])
+        client = OscoreContextParameters(
+            master_secret=secret, master_salt=salt, sender_id=client_id, recipient_id=server_id
         )
-    return out
+        servers.append(
+            {
+                "master_secret": secret.hex(),
+                "master_salt": salt.hex(),
+                "sender_id": server_id.hex(),
+                "recipient_id": client_id.hex(),
+                "id_context": None,
+            }
+        )
+        clients.append(ClientContext.from_params(client))
+    return servers, clients
 
 
-def _stand_in(k: int) -> StoredToken:
+def server_contexts(docs: list[dict[str, Any]]) -> list[OscoreContextParameters]:
+    """Server-role parameters from the JSON documents (module docstring)."""
+    return [
+        OscoreContextParameters(
+            master_secret=bytes.fromhex(doc["master_secret"]),
+            master_salt=bytes.fromhex(doc["master_salt"]),
+            sender_id=bytes.fromhex(doc["sender_id"]),
+            recipient_id=bytes.fromhex(doc["recipient_id"]),
+            id_context=_hex(doc.get("id_context")),
+        )
+        for doc in docs
+    ]
+
+
+def site(contexts: list[OscoreContextParameters], door: DoorLock) -> tuple[OscoreSiteWrapper, CredentialsMap]:
+    """The baseline site: ``OscoreSiteWrapper`` around the door's resources, with one context per parameter set."""
+    credentials = CredentialsMap()
+    for k, params in enumerate(contexts):
+        token = stand_in_token(k)
+        credentials[f":client{k}"] = MemoryOscoreContext(params, claims=lambda token=token: [token])
+    return OscoreSiteWrapper(resource_site(door.resources()), credentials), credentials
+
+
+def stand_in_token(k: int) -> StoredToken:
+    """The token context ``k`` authenticates (the door's resources need one in ``authenticated_claims``)."""
     return StoredToken(
         token=b"",
         claims=Claims(cti=b"baseline-%d" % k),
@@ -78,14 +117,9 @@ def _stand_in(k: int) -> StoredToken:
 
 async def serve(host: str, port: int, transport: str, contexts: list[OscoreContextParameters]) -> None:
     """Serve until SIGTERM/SIGINT."""
-    door = DoorLock(uptime=time.monotonic)
-    credentials = CredentialsMap()
-    for k, params in enumerate(contexts):
-        token = _stand_in(k)
-        credentials[f":client{k}"] = MemoryOscoreContext(params, claims=lambda token=token: [token])
-    site = OscoreSiteWrapper(resource_site(door.resources()), credentials)
+    wrapper, credentials = site(contexts, DoorLock(uptime=time.monotonic))
     ctx = await aiocoap.Context.create_server_context(
-        site, bind=(host, port), transports=[transport], server_credentials=credentials
+        wrapper, bind=(host, port), transports=[transport], server_credentials=credentials
     )
     print(f"oscore_lock: serving coap://{host}:{port} with {len(contexts)} contexts", flush=True)
     stop = asyncio.Event()
