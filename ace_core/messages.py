@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -254,14 +255,15 @@ def _check_json_data(value: Any, depth: int = 0) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _Codec:
+class _Codec(ABC):
     """Base codec: the CBOR value is the Python value, and JSON reuses the CBOR checks."""
 
     #: An empty form value is the parameter's value rather than "omitted" (RFC 6749 §3.2).
     empty_is_value: ClassVar[bool] = False
 
+    @abstractmethod
     def from_cbor(self, value: Any) -> Any:
-        raise NotImplementedError
+        """Check and convert a decoded CBOR value; :raises WireFormatError:"""
 
     def to_cbor(self, value: Any) -> Any:
         return value
