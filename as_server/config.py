@@ -56,10 +56,12 @@ class Settings:
     #: GIL), so a second worker is what lets HTTP use a second core; threads cover the wait for the commit. With
     #: SQLite (the default) the workers' token writers take turns through a lock file instead of SQLite's sleeping
     #: busy handler (:class:`~as_server.storage.sqlalchemy.engine.WriteLock`), and each commit carries the tokens of
-    #: all of that worker's waiting requests, so SQLite's single writer is not what limits two workers: measured on
-    #: two cores with 32 clients, 2 x 8 issued 1,050-1,600 tokens/s against 840-900 for 1 x 16 (benchmarks/bench_as,
-    #: ``--workers/--threads``). More workers pay off with more cores, and more so on PostgreSQL, which has no
-    #: single writer; on SQLite each commit is one fsync, so a disk with slow syncs favours fewer, fuller commits.
+    #: all of that worker's waiting requests, so SQLite's single writer is not what limits two workers. Measured on
+    #: two cores with 32 keep-alive clients (benchmarks/bench_as ``--workers/--threads``, median of 3 x 10 s): 2 x 8
+    #: issued 1,079 tokens/s (p50 29 ms; 657-1,301 per run, depending on how gunicorn's workers happen to split the
+    #: connections) against 706 (p50 44 ms; 700-719) for 1 x 16, whose single process is held to one core. More
+    #: workers pay off with more cores, and more so on PostgreSQL, which has no single writer; on SQLite each commit
+    #: is one fsync, so a disk with slow syncs favours fewer, fuller commits.
     http_workers: int = 2
     http_threads: int = 8
     #: Public base URL of the HTTP side, for the discovery metadata (default ``http://<http_host>:<http_port>``).
