@@ -68,6 +68,12 @@ class Settings:
     http_base_url: str = ""
     #: Token lifetime when neither policy, RS nor client asks for less (seconds).
     token_lifetime: int = 3600
+    #: For tokens of resource servers without a clock, which carry ``exi`` (lifetime from first receipt by the RS,
+    #: RFC 9200 §5.10.3) instead of ``exp``: how long after issue the AS assumes the token may still be uploaded
+    #: (seconds). The AS cannot know when the RS first sees the token, so it treats such a token as in use until
+    #: issue time + ``exi`` + this window (introspection's ``active``, updates of access rights by ``kid``); a
+    #: client that keeps tokens longer before uploading them (offline use) needs a larger value.
+    exi_upload_window: int = 86400
     #: Requests larger than this are refused before parsing (4.13 / 413).
     max_payload: int = DEFAULT_MAX_SIZE
     #: The static allow-list policy (YAML); default ``$OSTIARY_HOME/policy.yaml``.

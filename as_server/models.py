@@ -79,6 +79,16 @@ class ResourceServer:
 
     ``introspection_secret_hash`` authenticates the RS at ``/introspect`` (RFC 9200 §5.9.1) as client
     ``audience``.
+
+    Token options (:mod:`as_server.endpoints.token`):
+
+    * ``compact_claims``: leave out what this RS cannot use -- ``iat`` (the AS keeps it in its
+      :class:`IssuedToken` record) and, when the RS supports exactly one profile, ``ace_profile`` (RFC 9200
+      §5.8.4.3: it cannot be ambiguous). ``False`` puts both in every token.
+    * ``has_clock``: ``False`` for an RS without a synchronised clock: its tokens carry ``exi`` (lifetime from
+      first receipt) instead of ``exp`` and a ``cti`` made of the audience and a sequence number (RFC 9200
+      §5.10.3), drawn from :meth:`~as_server.storage.base.ExiSequenceStore.next_exi_sequence`. That counter is
+      storage state, not part of this record, so replacing the record never moves it back.
     """
 
     audience: str
@@ -92,6 +102,8 @@ class ResourceServer:
     introspection_secret_hash: bytes | None = field(default=None, repr=False)
     enabled: bool = True
     created_at: int = 0
+    compact_claims: bool = True
+    has_clock: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +116,11 @@ class IssuedToken:
     ``pop_kid`` must be new for the client and audience, and :meth:`~as_server.storage.base.TokenStore.record`
     refuses a second such token with :class:`~as_server.storage.base.DuplicateError`. Tokens that re-bind an
     earlier key by ``kid`` or bind the client's registered key share their ``pop_kid`` and leave it ``False``.
+
+    ``exi`` is set for a token that carries ``exi`` instead of ``exp`` (an RS without a clock, RFC 9200 §5.10.3): its
+    lifetime in seconds from first receipt by the RS. ``exp`` is then not in the token; it is the AS's bound on
+    the token's end (issue time + ``exi`` + the ``exi_upload_window`` setting), used for ``active`` at introspection
+    and for everything else that asks whether the token may still be in use.
     """
 
     cti: bytes
@@ -119,6 +136,7 @@ class IssuedToken:
     subject: str | None = None
     status: TokenStatus = TokenStatus.ACTIVE
     pop_key_generated: bool = False
+    exi: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -165,16 +165,33 @@ class Authority:
     tokens exactly as a deployment issues them.
 
     :param issuer: the AS ``issuer`` setting (the ``iss`` claim).
-    :param rs_kid: the ``kid`` of the AS<->RS key; ``None`` generates it as ``ostiary as rs add`` does (8 bytes).
+    :param shared_key: the AS<->RS key; ``None`` generates one as ``ostiary as rs add`` does.
+    :param rs_kid: the ``kid`` of a generated AS<->RS key; ``None`` takes the one ``ostiary as rs add`` gives the
+        first resource server of a deployment (``ostiary.as_cli.next_rs_kid``: ``01``).
+    :param compact_claims: the RS's ``compact_claims`` option (default as ``as rs add``; ``--full-claims``: False).
+    :param has_clock: the RS's ``has_clock`` option (default as ``as rs add``; ``--no-clock``: False).
     """
 
-    def __init__(self, *, issuer: str = ISSUER, shared_key: Any = None, rs_kid: bytes | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str = ISSUER,
+        shared_key: Any = None,
+        rs_kid: bytes | None = None,
+        compact_claims: bool = True,
+        has_clock: bool = True,
+    ) -> None:
         from ace_core.keys import CoseKey
         from ace_core.registry import CoseAlgorithm
+        from ostiary.as_cli import next_rs_kid
 
         self.issuer = issuer
-        # What `ostiary as rs add` does (ostiary/as_cli.py): an AES-CCM-16-64-128 key with a random 8-byte kid.
-        self.shared_key = shared_key or CoseKey.generate(CoseAlgorithm.AES_CCM_16_64_128, kid=rs_kid)
+        # What `ostiary as rs add` does (ostiary/as_cli.py): an AES-CCM-16-64-128 key with the smallest kid no other
+        # RS's key has; for the deployment's first (or only) lock that is 01.
+        kid = rs_kid if rs_kid is not None else next_rs_kid(())
+        self.shared_key = shared_key or CoseKey.generate(CoseAlgorithm.AES_CCM_16_64_128, kid=kid)
+        self.compact_claims = compact_claims
+        self.has_clock = has_clock
         self._secret = secrets.token_urlsafe(16)
 
     def _endpoint(self) -> Any:
@@ -195,6 +212,8 @@ class Authority:
                 shared_key=self.shared_key,
                 scope_format=ScopeFormat.AIF,
                 resources=AifScope.parse_spec(SCOPE_SPEC).to_cbor(),
+                compact_claims=self.compact_claims,
+                has_clock=self.has_clock,
             )
         )
         storage.add_client(
@@ -382,62 +401,68 @@ class TokenAnatomy:
 
 
 def token_anatomy(authority: Authority) -> TokenAnatomy:
-    """Mint one typical token with the real AS code path and take it apart (module docstring, goal (c))."""
+    """Mint one typical token with the real AS code path and take it apart (module docstring, goal (c)).
+
+    The variants are the same token under the other resource-server options of ``ostiary as rs add``, and under
+    changes the AS does not offer, each measured on its own against the typical token (not cumulatively).
+    """
     minted = authority.mint(1)[0]
     token = minted.token
     breakdown = token_breakdown(token, authority.shared_key)
+    key = authority.shared_key
+
+    def minted_as(**options: Any) -> bytes:
+        settings: dict[str, Any] = {"issuer": authority.issuer, "shared_key": key}
+        settings.update(options)
+        return bytes(Authority(**settings).mint(1)[0].token)
 
     variants: list[tuple[str, int, str]] = []
-    # Changes in the order of least impact; each later size includes the earlier changes.
-    short_kid = Authority(issuer=authority.issuer, rs_kid=b"\x01")
-    t1 = short_kid.mint(1)[0].token
+    before = Authority(issuer=authority.issuer, rs_kid=secrets.token_bytes(8), compact_claims=False)
     variants.append(
         (
-            "AS<->RS key kid of 1 byte instead of 8",
-            len(t1),
-            "AS setting: `ostiary as rs add` generates an 8-byte random kid (ostiary/as_cli.py, CoseKey.generate); "
-            "a 1-byte kid (unique among the AS's RS keys) is enough, e.g. an `as rs add --kid` option",
+            "for comparison: 8-byte random kid, iat and ace_profile in the token",
+            len(before.mint(1)[0].token),
+            "how `ostiary as rs add` registered locks before the per-RS token options",
         )
     )
-    t2 = _reissue_without(t1, short_kid, ["iat"])
+    full = minted_as(compact_claims=False)
     variants.append(
         (
-            "+ no iat claim",
-            len(t2),
-            "AS change: TokenEndpoint._issue sets iat=now; the lock never reads it (exp carries the lifetime); "
-            "a per-RS 'omit iat' setting",
+            "`as rs add --full-claims`: iat and ace_profile in the token",
+            len(full),
+            "compact claims (the default) leave out iat (the AS record keeps it; the lock never reads it) and "
+            "ace_profile for an RS with one profile (RFC 9200 §5.8.4.3)",
         )
     )
-    t3 = _reissue_without(t2, short_kid, ["ace_profile"])
+    clockless = minted_as(has_clock=False)
     variants.append(
         (
-            "+ no ace_profile claim",
-            len(t3),
-            "AS change: omit it when the audience supports only coap_oscore; the lock already treats an absent "
-            "ace_profile as OSCORE (authz_info: only a present, different profile is refused)",
+            "`as rs add --no-clock`: exi and cti = audience || sequence number instead of exp and a random cti",
+            len(clockless),
+            "for a lock without a clock (RFC 9200 §5.10.3); the cti grows with the audience "
+            f"({len(AUDIENCE)} chars + 1 byte up to sequence number 255)",
         )
     )
-    short_iss = Authority(issuer="coap://as", rs_kid=b"\x01")
-    t4 = _reissue_without(short_iss.mint(1)[0].token, short_iss, ["iat", "ace_profile"])
+    short_iss = minted_as(issuer="coap://as")
     variants.append(
         (
-            '+ issuer "coap://as" instead of "' + authority.issuer + '"',
-            len(t4),
-            "AS setting: `issuer` (and the lock's `issuer` to match); every character of iss is a byte of every token",
+            f'issuer "coap://as" instead of "{authority.issuer}"',
+            len(short_iss),
+            "AS setting `issuer` (and the lock's `issuer` to match): every character of iss is a byte of every token",
         )
     )
-    no_kid = replace(authority.shared_key, kid=None)
-    bare = Authority(issuer=authority.issuer, shared_key=no_kid)
-    t5 = _reissue_without(token, authority, ["iat", "ace_profile"], key=bare.shared_key)
+    no_kid = _reissue_without(token, authority, [], key=replace(key, kid=None))
     variants.append(
         (
-            "(instead of the 1-byte kid) no kid at all, no iat, no ace_profile",
-            len(t5),
-            "AS change: leave kid out of the protected header for an RS that holds one AS key (ace_core.cose.encrypt0 "
-            "has include_kid); the lock's KeySet then tries its keys, as it does for any object without kid",
+            "no kid at all instead of the 1-byte kid",
+            len(no_kid),
+            "not offered: leave kid out of the protected header for an RS that holds one AS key "
+            "(ace_core.cose.encrypt0 has include_kid); the lock's KeySet then tries its keys, as it does for any "
+            "object without kid",
         )
     )
-    jwts = jwt_equivalents(token, authority)
+    # jwt_equivalents reads every claim of the full set (iat included), so it gets the --full-claims token.
+    jwts = jwt_equivalents(full, authority)
     upload = len(upload_payload(token, bytes(NONCE1_LENGTH), b"\x01"))
     return TokenAnatomy(token, breakdown, variants, jwts, upload)
 

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from as_server.config import Settings
     from as_server.storage.base import Storage
 
-__all__ = ["add_as_commands", "home_parent"]
+__all__ = ["add_as_commands", "home_parent", "next_rs_kid"]
 
 Formatter = argparse.RawDescriptionHelpFormatter
 
@@ -39,6 +39,8 @@ PROFILES = {"coap_oscore": AceProfile.COAP_OSCORE, "coap_dtls": AceProfile.COAP_
 _PROFILE_NAMES = {v: k for k, v in PROFILES.items()}
 POP_KEYS = ("symmetric", "Ed25519", "P-256")
 TOKEN_FORMS = ("encrypt0", "sign1+encrypt0", "sign1", "mac0")
+#: Longest ``as rs add --kid`` (bytes): every token for the RS carries the AS<->RS key id.
+_MAX_KID_BYTES = 16
 
 DEFAULT_CONFIG = """\
 # Ostiary authorization server configuration (TOML). Every setting can also be given as an environment
@@ -65,6 +67,11 @@ DEFAULT_CONFIG = """\
 
 # Token lifetime in seconds when neither the policy nor the resource server asks for less.
 # token_lifetime = 3600
+
+# Resource servers without a clock ('as rs add --no-clock') get tokens with exi, a lifetime that starts when the
+# lock first receives the token (RFC 9200 section 5.10.3). The AS counts such a token as possibly in use until
+# issue time + lifetime + this window (seconds), e.g. when the RS introspects it.
+# exi_upload_window = 86400
 
 # Requests larger than this many bytes are refused before parsing (4.13 / 413).
 # max_payload = 8192
@@ -318,9 +325,13 @@ def _add_rs_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser
         help="register a resource server; print its AS<->RS key (once)",
         description="Register a resource server. A fresh AES-CCM-16-64-128 key is generated for the AS and the RS\n"
         "to share and printed ONCE, as a COSE_Key (RFC 9052 section 7) in hex and base64url: provision it\n"
-        "into the lock. --resources says what the RS serves (AIF-REST 'path:METHODS', RFC 9237, or text\n"
-        "scopes); --token-form how its tokens are protected; --introspection-secret also prints (once) a\n"
-        "secret the RS uses as client_id=AUDIENCE at /introspect.",
+        "into the lock. Its kid, which every token carries, is the smallest one no other resource server's\n"
+        "key has (01, 02, ... ff, 0100, ...), or --kid. --resources says what the RS serves (AIF-REST\n"
+        "'path:METHODS', RFC 9237, or text scopes); --token-form how its tokens are protected;\n"
+        "--introspection-secret also prints (once) a secret the RS uses as client_id=AUDIENCE at /introspect.\n"
+        "Tokens leave out iat, and ace_profile when the RS has one profile (--full-claims keeps both), and\n"
+        "carry exp; --no-clock is for a lock without a clock: its tokens carry exi, a lifetime counted from\n"
+        "when the lock first receives them, and a numbered cti (RFC 9200 section 5.10.3).",
         example="  ostiary as rs add front-door --profile coap_oscore --scope-format aif \\\n"
         "      --resources '/lock:GET,PUT /battery:GET' --max-lifetime 3600",
         parents=parents,
@@ -333,6 +344,15 @@ def _add_rs_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser
     p.add_argument("--max-lifetime", type=int, metavar="N", default=3600, help="longest token lifetime, seconds")
     p.add_argument("--public-key", type=Path, metavar="FILE", help="the RS's public key, returned as rs_cnf (RFC 9201)")
     p.add_argument("--introspection-secret", action="store_true", help="generate and print an introspection secret")
+    p.add_argument(
+        "--kid", metavar="HEX", help="kid of the AS<->RS key, in hex (default: the smallest unused, 1 byte if possible)"
+    )
+    p.add_argument(
+        "--full-claims", action="store_true", help="put iat and ace_profile in every token (default: left out)"
+    )
+    p.add_argument(
+        "--no-clock", action="store_true", help="the RS has no clock: tokens carry exi instead of exp (RFC 9200 5.10.3)"
+    )
     p.set_defaults(handler=_cmd_rs_add)
 
     p = _command(
@@ -738,24 +758,39 @@ def _cmd_rs_add(args: argparse.Namespace) -> int:
     aif = args.scope_format == "aif"
     resources = _scope_value(args.resources, aif=aif) if args.resources else None
     public_key = _read_public_key(args.public_key) if args.public_key else None
-    shared_key = CoseKey.generate(CoseAlgorithm.AES_CCM_16_64_128)
+    wanted_kid = _kid_value(args.kid) if args.kid is not None else None
     secret = generate_secret() if args.introspection_secret else None
-    rs = ResourceServer(
-        audience=args.audience,
-        shared_key=shared_key,
-        public_key=public_key,
-        profiles=_profiles(args.profile, frozenset({AceProfile.COAP_OSCORE})),
-        scope_format=ScopeFormat(args.scope_format),
-        resources=resources,
-        token_form=TokenForm(args.token_form),
-        max_lifetime=args.max_lifetime,
-        introspection_secret_hash=hash_secret(secret) if secret is not None else None,
-        created_at=_now(),
-    )
     with _storage(_settings(args)) as storage:
+        if storage.get_resource_server(args.audience) is not None:
+            raise CommandError(f"resource server {args.audience!r} exists")
+        owners = {
+            other.shared_key.kid: other.audience
+            for other in storage.list_resource_servers()
+            if other.shared_key is not None and other.shared_key.kid is not None
+        }
+        if wanted_kid is not None and wanted_kid in owners:
+            raise CommandError(
+                f"kid {wanted_kid.hex()} is already the AS<->RS key id of resource server {owners[wanted_kid]!r}; "
+                "choose another --kid, or leave it out to get the smallest unused one"
+            )
+        shared_key = CoseKey.generate(CoseAlgorithm.AES_CCM_16_64_128, kid=wanted_kid or next_rs_kid(owners))
+        rs = ResourceServer(
+            audience=args.audience,
+            shared_key=shared_key,
+            public_key=public_key,
+            profiles=_profiles(args.profile, frozenset({AceProfile.COAP_OSCORE})),
+            scope_format=ScopeFormat(args.scope_format),
+            resources=resources,
+            token_form=TokenForm(args.token_form),
+            max_lifetime=args.max_lifetime,
+            introspection_secret_hash=hash_secret(secret) if secret is not None else None,
+            created_at=_now(),
+            compact_claims=not args.full_claims,
+            has_clock=not args.no_clock,
+        )
         try:
             storage.add_resource_server(rs)
-        except DuplicateError:
+        except DuplicateError:  # added by someone else since the check above
             raise CommandError(f"resource server {args.audience!r} exists") from None
     encoded = shared_key.to_cbor()
     print(f"added resource server {args.audience}")
@@ -765,8 +800,54 @@ def _cmd_rs_add(args: argparse.Namespace) -> int:
     if secret is not None:
         print(f"introspection client_id: {args.audience}")
         print(f"introspection secret: {secret}")
+    print(f"token claims: {_claims_text(rs)}")
+    print(f"expiry: {_expiry_text(rs)}")
+    if not rs.has_clock:
+        print("  configure the lock with has_clock = false (ostiary lock init-config --no-clock)")
     _secret_note("AS<->RS key" + (" and the introspection secret" if secret is not None else ""))
     return 0
+
+
+def next_rs_kid(used: Collection[bytes]) -> bytes:
+    """The smallest AS<->RS key id not in ``used``: 1, 2, ... as a big-endian unsigned integer in as few bytes as
+    it needs (``01`` .. ``ff``, then ``0100`` ..). Every token carries it in its protected header, so the first
+    255 resource servers cost one byte each.
+
+    >>> next_rs_kid([]).hex(), next_rs_kid([b"\\x01", b"\\x03"]).hex()
+    ('01', '02')
+    >>> next_rs_kid([bytes([n]) for n in range(1, 256)]).hex()
+    '0100'
+    """
+    taken = set(used)
+    n = 1
+    while (kid := n.to_bytes((n.bit_length() + 7) // 8, "big")) in taken:
+        n += 1
+    return kid
+
+
+def _kid_value(text: str) -> bytes:
+    """``--kid``: 1 to 16 bytes in hex."""
+    try:
+        kid = bytes.fromhex(text)
+    except ValueError:
+        raise CommandError(f"--kid must be hex, e.g. 01 or 0a1b: {text!r}", status=2) from None
+    if not 1 <= len(kid) <= _MAX_KID_BYTES:
+        raise CommandError(f"--kid must be 1 to {_MAX_KID_BYTES} bytes", status=2)
+    return kid
+
+
+def _claims_text(rs: Any) -> str:
+    if not rs.compact_claims:
+        return "full (iat and ace_profile in every token)"
+    if len(rs.profiles) == 1:
+        return "compact (no iat; no ace_profile: the RS has one profile)"
+    return "compact (no iat; ace_profile, the RS has several profiles)"
+
+
+def _expiry_text(rs: Any) -> str:
+    if rs.has_clock:
+        return "exp (the RS has a clock)"
+    return "exi + sequence-numbered cti (the RS has no clock, RFC 9200 section 5.10.3)"
 
 
 def _cmd_rs_list(args: argparse.Namespace) -> int:
@@ -780,10 +861,13 @@ def _cmd_rs_list(args: argparse.Namespace) -> int:
             str(rs.scope_format),
             str(rs.token_form),
             str(rs.max_lifetime),
+            "-" if rs.shared_key is None or rs.shared_key.kid is None else rs.shared_key.kid.hex(),
+            "compact" if rs.compact_claims else "full",
+            "exp" if rs.has_clock else "exi",
         ]
         for rs in servers
     ]
-    _table(["AUDIENCE", "ENABLED", "PROFILES", "SCOPES", "TOKEN_FORM", "MAX_LIFETIME"], rows)
+    _table(["AUDIENCE", "ENABLED", "PROFILES", "SCOPES", "TOKEN_FORM", "MAX_LIFETIME", "KID", "CLAIMS", "EXPIRY"], rows)
     return 0
 
 
@@ -809,6 +893,8 @@ def _cmd_rs_show(args: argparse.Namespace) -> int:
                 else f"kid h'{(shared.kid or b'').hex()}' (secret, {len(shared.k)} bytes)",
             ),
             ("public key", _key_text(rs.public_key)),
+            ("token claims", _claims_text(rs)),
+            ("expiry", _expiry_text(rs)),
             ("introspection", _hidden(rs.introspection_secret_hash, "secret hash")),
             ("created", _when(rs.created_at)),
         ]
@@ -857,7 +943,8 @@ def _cmd_token_show(args: argparse.Namespace) -> int:
             ("scope", _scope_text(t.scope)),
             ("profile", _profile_text(t.profile)),
             ("issued", _when(t.iat)),
-            ("expires", _when(t.exp)),
+            ("expires", _when(t.exp) if t.exi is None else f"at the latest {_when(t.exp)} (AS bound)"),
+            ("exi", "-" if t.exi is None else f"{t.exi} s from first receipt by the RS (RFC 9200 section 5.10.3)"),
             ("status", str(t.status)),
             ("subject", t.subject or "-"),
             ("pop key id", "-" if t.pop_kid is None else f"h'{t.pop_kid.hex()}'"),
@@ -875,7 +962,16 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = _now()
     with _storage(settings) as storage:
-        lifetime = max([settings.token_lifetime, *(rs.max_lifetime for rs in storage.list_resource_servers())])
+        # exi tokens (RSs without a clock) may be in use until issue + lifetime + exi_upload_window (token.py).
+        lifetime = max(
+            [
+                settings.token_lifetime,
+                *(
+                    rs.max_lifetime + (0 if rs.has_clock else settings.exi_upload_window)
+                    for rs in storage.list_resource_servers()
+                ),
+            ]
+        )
         old = storage.signing_key()
         new = _new_signing_key()
         storage.add_signing_key(new)

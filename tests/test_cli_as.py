@@ -118,6 +118,93 @@ def test_rs_add_prints_the_key_once_and_show_hides_it(home: Path, capsys: pytest
     assert "front-door" in run(home, capsys, "rs", "list")[1]
 
 
+def test_rs_add_allocates_the_smallest_unused_kid(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1-byte AS<->RS key ids (every token carries one): 01, 02, ...; --kid chooses one; a taken kid is refused."""
+    run(home, capsys, "init")
+
+    def add(audience: str, *argv: str) -> bytes:
+        code, out, err = run(home, capsys, "rs", "add", audience, *argv)
+        assert code == 0, err
+        key = CoseKey.from_cbor(bytes.fromhex(_secret(out, "  hex")))  # what the lock configuration takes
+        assert key.kid is not None and f"kid h'{key.kid.hex()}'" in out
+        return key.kid
+
+    assert add("door-a") == b"\x01"
+    assert add("door-b") == b"\x02"
+    assert add("door-c", "--kid", "04") == b"\x04"
+    assert add("door-d") == b"\x03"
+    assert add("door-e") == b"\x05"
+    assert add("door-f", "--kid", "0A1b") == b"\x0a\x1b"
+
+    code, out, err = run(home, capsys, "rs", "add", "door-g", "--kid", "02")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "kid 02 is already the AS<->RS key id of resource server 'door-b'" in err
+    for bad in ("zz", "", "00" * 17):
+        code, _, err = run(home, capsys, "rs", "add", "door-g", "--kid", bad)
+        assert code == 2 and "--kid" in err and "Traceback" not in err
+    code, _, err = run(home, capsys, "rs", "add", "door-a", "--kid", "09")
+    assert code == 1 and "exists" in err
+    assert "door-g" not in run(home, capsys, "rs", "list")[1]  # nothing was added by the refused commands
+
+    code, listed, _ = run(home, capsys, "rs", "list")
+    assert code == 0 and "KID" in listed.splitlines()[0]
+    kids = {line.split()[0]: line.split()[6] for line in listed.splitlines()[1:]}
+    assert kids == {"door-a": "01", "door-b": "02", "door-c": "04", "door-d": "03", "door-e": "05", "door-f": "0a1b"}
+
+
+def test_rs_add_token_options(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Compact claims by default, --full-claims keeps iat and ace_profile; --no-clock gives exi tokens with a
+    numbered cti (RFC 9200 section 5.10.3); show and list say which."""
+    from ace_core import cose, cwt
+    from as_server.app import AuthorizationServer
+    from as_server.config import Settings
+
+    run(home, capsys, "init")
+    (home / "policy.yaml").write_text('rules:\n  - client: "*"\n    audience: "*"\n    scope: "/lock:GET"\n')
+    code, out, _ = run(home, capsys, "rs", "add", "compact", "--resources", "/lock:GET")
+    assert code == 0 and "token claims: compact (no iat; no ace_profile" in out and "expiry: exp" in out
+    keys = {"compact": CoseKey.from_cbor(bytes.fromhex(_secret(out, "  hex")))}
+    code, out, _ = run(
+        home, capsys, "rs", "add", "clockless", "--resources", "/lock:GET", "--full-claims", "--no-clock"
+    )
+    assert code == 0 and "token claims: full" in out and "expiry: exi" in out and "has_clock = false" in out
+    keys["clockless"] = CoseKey.from_cbor(bytes.fromhex(_secret(out, "  hex")))
+
+    shown = run(home, capsys, "rs", "show", "clockless")[1]
+    assert "token claims:  full (iat and ace_profile in every token)" in shown
+    assert "expiry:        exi + sequence-numbered cti" in shown
+    assert "compact (no iat; no ace_profile" in run(home, capsys, "rs", "show", "compact")[1]
+    listed = {line.split()[0]: line.split()[-2:] for line in run(home, capsys, "rs", "list")[1].splitlines()[1:]}
+    assert listed == {"compact": ["compact", "exp"], "clockless": ["full", "exi"]}
+
+    secret = _secret(run(home, capsys, "client", "add", "app", "--audience", "compact", "--audience", "clockless")[1],
+                     "client_secret")  # fmt: skip
+    with AuthorizationServer.from_settings(Settings.load(home, env={})) as server:
+        tokens = {
+            audience: server.token_endpoint.handle(
+                TokenRequest(
+                    client_id="app",
+                    client_secret=secret.encode(),
+                    audience=audience,
+                    scope=AifScope.parse_spec("/lock:GET").to_cbor(),
+                ),
+                credentials=None,
+                peer="127.0.0.1",
+            ).access_token
+            for audience in ("compact", "clockless")
+        }
+    claims = {
+        audience: cwt.verify(token, cose.KeySet([keys[audience]]), now=time.time(), audience=audience)
+        for audience, token in tokens.items()
+    }
+    assert claims["compact"].iat is None and claims["compact"].ace_profile is None and claims["compact"].exp
+    full = claims["clockless"]
+    assert full.iat is not None and full.ace_profile == 2 and full.exp is None and full.exi == 3600
+    assert full.cti == b"clockless\x01"
+    shown = run(home, capsys, "token", "show", full.cti.hex())[1]
+    assert "3600 s from first receipt by the RS" in shown and "(AS bound)" in shown
+
+
 def test_token_list_and_show_without_key_material(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from as_server.app import AuthorizationServer
     from as_server.config import Settings

@@ -14,9 +14,10 @@ client (not an RS) with correct credentials           payload, §5.9.3)
 ``client_id`` in the payload naming someone else      :class:`~ace_core.errors.InvalidRequest` (4.00)
 token unknown, expired, revoked, or issued for        ``IntrospectionResponse(active=False)`` (2.01; not an
 another audience                                      error, §5.9.2)
-otherwise                                             ``active`` with ``iss``, ``aud``, ``exp``, ``iat``,
-                                                      ``cti``, ``scope``, ``cnf``, ``client_id``,
-                                                      ``ace_profile``, ``token_type`` PoP
+otherwise                                             ``active`` with ``iss``, ``aud``, ``exp`` (``exi``
+                                                      instead for an ``exi`` token), ``iat``, ``cti``,
+                                                      ``scope``, ``cnf``, ``client_id``, ``ace_profile``,
+                                                      ``token_type`` PoP
 ====================================================  =======================================================
 
 The token is looked up by its RFC 9770 §4 hash, i.e. by exactly the bytes the AS issued; nothing is decrypted.
@@ -25,6 +26,16 @@ other audiences' tokens (RFC 7662 §4). ``cnf`` is REQUIRED for PoP tokens (RFC 
 OSCORE master secret or PSK meant for this RS, so the transport must protect responses (OSCORE/DTLS/TLS).
 ``scope`` is returned as stored, in CBOR form (bytes for AIF); an HTTP transport converts it with
 :func:`as_server.tokens.json_scope`.
+
+**Tokens with ``exi``** (resource servers without a clock, RFC 9200 §5.10.3). Their lifetime starts when the RS
+first receives them, which the AS cannot know, so the response carries ``exi`` (§5.9.2 lists it among the
+response parameters) and no ``exp``. Their record's ``exp`` is the AS's bound on their end: issue time + ``exi`` +
+the ``exi_upload_window`` setting (:mod:`as_server.endpoints.token`). Until that bound such a token is reported
+``active`` (unless revoked); after it, inactive, like an expired ``exp`` token. The bound errs on the side of
+``active``: a token uploaded soon after issue has really expired at the RS well before it, but only the RS knows
+that (the RS's own ``exi`` clock and sequence numbers decide at the RS; introspection is the AS's view). A token
+uploaded later than the window would be refused here although the RS could still hold it; the window is a
+setting so that deployments whose clients keep tokens for offline use can raise it.
 """
 
 from __future__ import annotations
@@ -122,7 +133,8 @@ class IntrospectionEndpoint:
             iss=self._settings.issuer,
             sub=record.subject,
             aud=record.audience,
-            exp=record.exp,
+            exp=record.exp if record.exi is None else None,
+            exi=record.exi,
             iat=record.iat,
             cti=record.cti,
             cnf=cnf,

@@ -37,8 +37,28 @@ Decisions where the RFCs leave a choice (each also noted where it is implemented
   request using a pre-defined default value or fail the request indicating an invalid scope".
 * **Profile choice** (RFC 9200 §5.8.4.3): the client's named profile if it is shared, else the first shared one
   of ``coap_oscore``, ``coap_dtls``; raw public keys need ``coap_dtls`` (RFC 9202 §3.2). ``ace_profile`` is in the
-  response whenever the request carried the parameter (empty: mandatory; named: as confirmation), and always
-  in the token (RFC 9200 §5.10).
+  response whenever the request carried the parameter (empty: mandatory; named: as confirmation), whatever the
+  token carries; in the token it follows the audience's claim options (next item).
+* **Compact claims** (:attr:`~as_server.models.ResourceServer.compact_claims`, the default): the token leaves out
+  ``iat``, which an RS never needs to decide on a request (``exp``/``exi`` carry the lifetime) and which the AS keeps
+  in its :class:`~as_server.models.IssuedToken` record, and ``ace_profile`` when the audience supports exactly one
+  profile: the only profile it can use cannot be ambiguous, so the RS knows it without being told (the choice of
+  RFC 9200 §5.8.4.3 is made between the client's and the RS's profiles; a lock built on :mod:`resource_server`
+  treats an absent ``ace_profile`` as its own OSCORE profile). Together with the 1-byte AS<->RS ``kid`` of
+  ``ostiary as rs add`` this takes the typical OSCORE lock token from 143 to 126 bytes. ``compact_claims=False``
+  (``as rs add --full-claims``) puts both in every token, for an RS that wants them.
+* **``exi`` for resource servers without a clock** (:attr:`~as_server.models.ResourceServer.has_clock` false,
+  ``as rs add --no-clock``; RFC 9200 §5.10.3): the token carries ``exi`` = the lifetime, counted from the RS's
+  first receipt, instead of ``exp``, and the ``cti`` the RFC requires, "the RS identifier" concatenated with "a
+  sequence number" counting this AS's ``exi`` tokens for the RS. The layout is the one
+  :func:`resource_server.token_store.parse_exi_cti` parses: ``UTF-8(audience) || sequence number``, big-endian
+  unsigned in as few bytes as it needs (1 to 8), see :func:`exi_cti`. The number comes from
+  :meth:`~as_server.storage.base.ExiSequenceStore.next_exi_sequence` (one durable, atomic increment: the only extra
+  database write of such a token; tokens with ``exp`` draw no number and make no extra round trip). The token is
+  recorded with ``exi`` and, as ``exp``, the AS's bound on its end: issue time + ``exi`` + the
+  ``exi_upload_window`` setting, because the AS cannot know when the RS first sees it. Introspection reports such
+  a token ``active`` until that bound (unless revoked) and answers ``exi`` instead of an ``exp`` it does not know
+  (RFC 9200 §5.9.2). ``expires_in`` in the response is the lifetime (RFC 9200 §5.10.4: how the client learns it).
 * **``token_type`` is sent** (PoP): RFC 9200 §5.8.2 makes it optional with PoP as the default, but OAuth clients
   on HTTP expect it (RFC 6749 §5.1), and it costs three bytes in CBOR.
 * **Symmetric key values in ``req_cnf`` are refused with ``invalid_request``**: RFC 9201 §3.1 recommends
@@ -106,7 +126,7 @@ from as_server.storage.base import DuplicateError, Storage
 from as_server.tokens import token_hash
 from policies.base import AccessPolicy, AccessRequest, Decision
 
-__all__ = ["PROFILE_PREFERENCE", "TokenEndpoint"]
+__all__ = ["PROFILE_PREFERENCE", "TokenEndpoint", "exi_cti"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +147,9 @@ CTI_LENGTH: Final = 8
 MAX_ID_ATTEMPTS: Final = 8
 #: Length of the kid derived from an RFC 9679 thumbprint when a client's key has none (as ace_core.keys does).
 THUMBPRINT_KID_LENGTH: Final = 8
+#: Longest sequence number in an ``exi`` token's ``cti`` (bytes): what resource_server.token_store parses (its
+#: ``MAX_SEQUENCE_BYTES``; the packages may not import each other, STYLE §3.1).
+EXI_SEQUENCE_MAX_BYTES: Final = 8
 
 #: Random bytes of the PoP key material the AS generates, per profile: OSCORE ``id`` + master secret, PSK + kid.
 _GENERATED_LENGTH: Final = {
@@ -184,6 +207,24 @@ def _intersection(a: Scope, b: Scope) -> Scope | None:
     return None
 
 
+def exi_cti(audience: str, sequence: int) -> bytes:
+    """The ``cti`` of an ``exi`` token (RFC 9200 §5.10.3): the RS identifier, then the sequence number.
+
+    ``UTF-8(audience) || sequence`` as a big-endian unsigned integer in as few bytes as it needs (at least one, at
+    most :data:`EXI_SEQUENCE_MAX_BYTES`), the layout :func:`resource_server.token_store.parse_exi_cti` reads.
+
+    >>> exi_cti("front-door", 7).hex(" ")
+    '66 72 6f 6e 74 2d 64 6f 6f 72 07'
+    >>> exi_cti("front-door", 256)[-2:]
+    b'\\x01\\x00'
+
+    :raises ValueError: ``sequence`` below 1 or too large for 8 bytes.
+    """
+    if not 1 <= sequence < 1 << (8 * EXI_SEQUENCE_MAX_BYTES):
+        raise ValueError(f"exi sequence number {sequence} out of range")
+    return audience.encode("utf-8") + sequence.to_bytes((sequence.bit_length() + 7) // 8, "big")
+
+
 def _misconfigured(rs: ResourceServer, reason: str) -> NoReturn:
     """Refuse a request the audience's registration cannot serve; the operator learns why from the log."""
     logger.error("resource server %r is misconfigured: %s", rs.audience, reason)
@@ -193,7 +234,7 @@ def _misconfigured(rs: ResourceServer, reason: str) -> NoReturn:
 class TokenEndpoint:
     """The token endpoint of RFC 9200 §5.8 for the ``client_credentials`` grant (see the module documentation).
 
-    :param settings: ``issuer`` (``iss``), ``token_lifetime`` and ``max_payload`` are used.
+    :param settings: ``issuer`` (``iss``), ``token_lifetime``, ``exi_upload_window`` and ``max_payload`` are used.
     :param storage: clients, resource servers, signing keys, and the record of issued tokens.
     :param policy: decides what each client may get (RFC 9200 §5.8.1).
     :param limiter: the failure rate limit, shared with the introspection endpoint.
@@ -527,26 +568,43 @@ class TokenEndpoint:
         now: int,
         peer: str,
     ) -> AccessInformation:
-        exp = now + lifetime
         scope_claim = granted.encode_cbor_value()
         generated = pop.mode is _Mode.GENERATE
         material_length = _GENERATED_LENGTH[profile] if generated else 0
+        # The audience's claim options (module documentation: compact claims, exi).
+        compact = rs.compact_claims
+        iat_claim = None if compact else now
+        profile_claim = None if compact and len(rs.profiles) == 1 else int(profile)
+        clocked = rs.has_clock
+        if clocked:
+            exp_claim: int | None = now + lifetime
+            exi_claim: int | None = None
+            record_exp = now + lifetime
+            cti_length = CTI_LENGTH
+        else:  # RFC 9200 §5.10.3: exi instead of exp, and a cti with the RS's sequence number
+            exp_claim, exi_claim = None, lifetime
+            record_exp = now + lifetime + self._settings.exi_upload_window
+            cti_length = 0
         for _ in range(MAX_ID_ATTEMPTS):
             # Fresh identifiers and key material on every attempt (the duplicate may be the generated PoP key id,
             # not the cti), in one draw: each read of the OS random source lets other threads take the GIL.
-            fresh = self._random(CTI_LENGTH + material_length)
-            cti = fresh[:CTI_LENGTH]
-            cnf, response_cnf, rs_cnf, pop_kid = self._bind(rs, pop, profile, fresh[CTI_LENGTH:])
+            fresh = self._random(cti_length + material_length)
+            if clocked:
+                cti = fresh[:CTI_LENGTH]
+            else:
+                cti = exi_cti(rs.audience, self._storage.next_exi_sequence(rs.audience))
+            cnf, response_cnf, rs_cnf, pop_kid = self._bind(rs, pop, profile, fresh[cti_length:])
             claims = cwt.Claims(
                 iss=self._settings.issuer,
                 aud=rs.audience,
-                exp=exp,
-                iat=now,
+                exp=exp_claim,
+                iat=iat_claim,
                 cti=cti,
                 cnf=cnf,
                 scope=scope_claim,
-                ace_profile=int(profile),
+                ace_profile=profile_claim,
                 cnonce=request.cnonce,  # RFC 9200 §5.8.4.4: copied into the token
+                exi=exi_claim,
             )
             token = protect(claims)
             record = IssuedToken(
@@ -556,11 +614,12 @@ class TokenEndpoint:
                 scope=scope_claim,
                 profile=profile,
                 iat=now,
-                exp=exp,
+                exp=record_exp,
                 token_hash=token_hash(token),
                 cnf=cbor.dumps(cnf.to_cbor_map()),
                 pop_kid=pop_kid,
                 pop_key_generated=generated,
+                exi=exi_claim,
             )
             try:
                 self._storage.record(record)
@@ -571,13 +630,14 @@ class TokenEndpoint:
         else:
             raise RuntimeError("could not record the token under unused identifiers")
         logger.info(
-            "issued token cti=%s client_id=%r audience=%r profile=%s pop=%s lifetime=%d peer=%r",
+            "issued token cti=%s client_id=%r audience=%r profile=%s pop=%s lifetime=%d%s peer=%r",
             cti.hex(),
             client.client_id,
             rs.audience,
             profile.name.lower(),
             pop.mode.value,
             lifetime,
+            "" if clocked else " (exi)",
             peer,
         )
         unchanged = granted == requested and request.scope is not None

@@ -66,6 +66,30 @@ class EditableResourceServerStore(ResourceServerStore, Protocol):
     def list_resource_servers(self) -> Sequence[ResourceServer]: ...
 
 
+class ExiSequenceStore(Protocol):
+    """The per-resource-server counter of ``exi`` tokens (RFC 9200 §5.10.3).
+
+    A token with ``exi`` MUST carry a ``cti`` made of the RS identifier and "a sequence number that counts the
+    tokens with exi issued by this AS for this RS"; the RS treats every token numbered below the highest one it
+    no longer holds as expired. So numbers must rise in the order the tokens are issued, across every thread and
+    every process that issues tokens from one database: one atomic increment per token, never blocks of numbers
+    reserved per process (a process handing out a number below one another process already issued would have its
+    token refused as soon as the other one expires). A number drawn for a token that is then not issued leaves
+    a gap, which is harmless.
+
+    The counter is not part of :class:`~as_server.models.ResourceServer` (replacing the record must never move
+    it back) and incrementing it is not a registry write: it does not change
+    :meth:`Storage.registry_version`.
+    """
+
+    def next_exi_sequence(self, audience: str) -> int:
+        """Increment and return the counter of ``audience``: 1 for its first ``exi`` token, durable on return.
+
+        :raises NotFoundError: no resource server with this audience.
+        """
+        ...
+
+
 class TokenStore(Protocol):
     """Issued tokens. :meth:`record` returns only once the record is durable (committed)."""
 
@@ -115,7 +139,7 @@ class KeyStore(Protocol):
     def retire(self, kid: bytes, *, at: int, retire_after: int) -> None: ...
 
 
-class Storage(EditableClientStore, EditableResourceServerStore, TokenStore, KeyStore, Protocol):
+class Storage(EditableClientStore, EditableResourceServerStore, ExiSequenceStore, TokenStore, KeyStore, Protocol):
     """Everything one AS deployment stores; a backend implements all of it."""
 
     def registry_version(self) -> int | None:

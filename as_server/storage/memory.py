@@ -46,6 +46,7 @@ class MemoryStorage:
         self._seq = itertools.count()
         self._clients: dict[str, Client] = {}
         self._resource_servers: dict[str, _Stored] = {}
+        self._exi_sequences: dict[str, int] = {}  # audience -> last number issued (kept apart from the record)
         self._tokens: dict[bytes, _Stored] = {}  # by cti
         self._by_hash: dict[bytes, bytes] = {}  # token_hash -> cti
         self._by_pop_kid: dict[tuple[str, str, bytes], list[bytes]] = {}  # -> ctis, oldest first
@@ -164,6 +165,19 @@ class MemoryStorage:
         with self._lock:
             self._check_open()
             return [self._load_rs(self._resource_servers[k]) for k in sorted(self._resource_servers)]
+
+    def next_exi_sequence(self, audience: str) -> int:
+        """The next ``exi`` sequence number of ``audience`` (RFC 9200 §5.10.3), 1 first; atomic under the lock.
+
+        :raises NotFoundError: no resource server with this audience.
+        """
+        with self._lock:
+            self._check_open()
+            if audience not in self._resource_servers:
+                raise NotFoundError(f"no resource server {audience!r}")
+            number = self._exi_sequences.get(audience, 0) + 1
+            self._exi_sequences[audience] = number
+            return number
 
     # -- issued tokens ---------------------------------------------------------------------------------------
 
@@ -345,6 +359,7 @@ class MemoryStorage:
             self._closed = True
             self._clients.clear()
             self._resource_servers.clear()
+            self._exi_sequences.clear()
             self._tokens.clear()
             self._by_hash.clear()
             self._by_pop_kid.clear()

@@ -58,7 +58,7 @@ from as_server.storage.sqlalchemy import (
 )
 from as_server.storage.sqlalchemy.engine import make_engine
 from as_server.storage.sqlalchemy.migrate import alembic_config
-from as_server.storage.sqlalchemy.rows import TOKEN_COLUMNS, token_values
+from as_server.storage.sqlalchemy.rows import TOKEN_COLUMNS, resource_server_to_row, token_values
 from as_server.storage.sqlalchemy.tables import issued_tokens, metadata
 
 #: A fixed "now" (time is a parameter: STYLE §3.6 rule 3).
@@ -143,6 +143,8 @@ def full_resource_server(audience: str = "lock-1", **changes: Any) -> ResourceSe
         "introspection_secret_hash": hash_secret("rs-secret"),
         "enabled": False,
         "created_at": T0 + 1,
+        "compact_claims": False,
+        "has_clock": False,
     }
     fields.update(changes)
     return ResourceServer(**fields)
@@ -332,6 +334,42 @@ def test_registry_version_changes_with_every_registry_write_and_only_then(storag
     assert len(set(seen)) == 7
 
 
+# --- conformance: exi sequence numbers (RFC 9200 §5.10.3) ---------------------------------------------------------
+
+
+def test_exi_sequence_counts_per_resource_server(storage: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        storage.next_exi_sequence("lock-1")
+    lock, other = full_resource_server("lock-1"), full_resource_server("lock-2")
+    storage.add_resource_server(lock)
+    storage.add_resource_server(other)
+    version = storage.registry_version()
+    assert [storage.next_exi_sequence("lock-1") for _ in range(3)] == [1, 2, 3]
+    assert storage.next_exi_sequence("lock-2") == 1
+    # Replacing the record leaves the counter alone (it is not a field of the record)...
+    storage.update_resource_server(dataclasses.replace(lock, has_clock=True, max_lifetime=60))
+    assert storage.registry_version() != version
+    version = storage.registry_version()
+    assert storage.next_exi_sequence("lock-1") == 4
+    # ... and drawing a number is not a registry write: caches stay valid.
+    assert storage.registry_version() == version
+    assert storage.get_resource_server("lock-1") == dataclasses.replace(lock, has_clock=True, max_lifetime=60)
+
+
+def test_exi_sequence_is_atomic_across_threads(storage: Storage) -> None:
+    storage.add_resource_server(full_resource_server("lock-1"))
+    start = threading.Barrier(8)
+
+    def draw() -> list[int]:
+        start.wait(WAIT)
+        return [storage.next_exi_sequence("lock-1") for _ in range(25)]
+
+    with futures.ThreadPoolExecutor(8) as pool:
+        drawn = [job.result(timeout=WAIT) for job in [pool.submit(draw) for _ in range(8)]]
+    assert all(numbers == sorted(numbers) for numbers in drawn)
+    assert sorted(n for numbers in drawn for n in numbers) == list(range(1, 201))
+
+
 def test_list_tokens_newest_first_with_filters(storage: Storage) -> None:
     a1 = make_token(iat=T0 + 1, client_id="a", audience="x")
     a2 = make_token(iat=T0 + 3, client_id="a", audience="y")
@@ -482,10 +520,12 @@ def test_upgrade_from_0001_keeps_the_tokens(sql_url: str, master_key: MasterKey,
         with engine.begin() as conn:
             command.upgrade(alembic_config(conn), "0001")
         with engine.begin() as conn:
-            columns = TOKEN_COLUMNS[:-1]  # without pop_key_generated
-            assert TOKEN_COLUMNS[-1] == "pop_key_generated"
+            later = {"pop_key_generated", "exi"}  # added by revisions 0002 and 0003
+            assert later <= set(TOKEN_COLUMNS)
+            every = dict(zip(TOKEN_COLUMNS, token_values(old, master_key), strict=True))
+            values = {c: v for c, v in every.items() if c not in later}
+            columns = list(values)
             placeholders = ", ".join(f":{c}" for c in columns)
-            values = dict(zip(columns, token_values(old, master_key)[:-1], strict=True))
             conn.execute(sa.text(f"INSERT INTO issued_tokens ({', '.join(columns)}) VALUES ({placeholders})"), values)
     finally:
         engine.dispose()
@@ -496,6 +536,42 @@ def test_upgrade_from_0001_keeps_the_tokens(sql_url: str, master_key: MasterKey,
     # Rows from before the revision are not marked: a new generated key may even reuse their id.
     storage.record(make_token(pop_kid=b"old-id", pop_key_generated=True))
     assert storage.find_by_pop_kid("client-1", "lock-1", b"old-id") is not None
+
+
+def test_upgrade_from_0002_gives_existing_resource_servers_the_defaults(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql
+) -> None:
+    """Revision 0003: existing resource servers get compact claims, a clock and an exi counter at 0; existing tokens
+    have no exi."""
+    engine = make_engine(sql_url, create_file=True)
+    rs = full_resource_server("lock-1", compact_claims=True, has_clock=True)
+    old = make_token()
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0002")
+        with engine.begin() as conn:
+            row = resource_server_to_row(rs, master_key)
+            assert {row.pop("compact_claims"), row.pop("has_clock")} == {True}  # columns of revision 0003
+            _insert(conn, "resource_servers", row)
+            values = dict(zip(TOKEN_COLUMNS, token_values(old, master_key), strict=True))
+            assert values.pop("exi") is None
+            _insert(conn, "issued_tokens", values)
+    finally:
+        engine.dispose()
+    storage = open_sql(sql_url, master_key)  # upgrades to head
+    assert current_revision(sql_url) == head_revision()
+    assert storage.get_resource_server("lock-1") == rs
+    assert storage.get_by_cti(old.cti) == old
+    assert storage.next_exi_sequence("lock-1") == 1
+    storage.update_resource_server(dataclasses.replace(rs, has_clock=False, compact_claims=False))
+    assert storage.get_resource_server("lock-1") == dataclasses.replace(rs, has_clock=False, compact_claims=False)
+    assert storage.next_exi_sequence("lock-1") == 2
+
+
+def _insert(conn: sa.Connection, table: str, row: dict[str, Any]) -> None:
+    """INSERT one row by column name, as an older revision's schema has them."""
+    placeholders = ", ".join(f":{name}" for name in row)
+    conn.execute(sa.text(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({placeholders})"), row)
 
 
 def test_open_needs_an_initialised_database(sql_url: str, master_key: MasterKey, tmp_path: Path) -> None:
@@ -698,6 +774,35 @@ def test_two_storages_on_one_database_see_each_others_writes(
         for job in jobs:
             job.result(timeout=WAIT)
     assert one.count() == two.count() == 1 + 200
+
+
+def test_exi_sequence_is_shared_by_two_storages_and_survives_a_restart(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql
+) -> None:
+    """Two AS processes on one database (SQLite: the write lock; PostgreSQL: the row lock of UPDATE ... RETURNING)
+    draw each number once, in order, and the counter is durable."""
+    one = open_sql(sql_url, master_key)
+    two = open_sql(sql_url, master_key, create=False)
+    one.add_resource_server(full_resource_server("lock-1"))
+    alternating = [storage.next_exi_sequence("lock-1") for storage in (one, two, one)]
+    assert alternating == [1, 2, 3]
+    start = threading.Barrier(8)
+
+    def draw(storage: SqlStorage) -> list[int]:
+        start.wait(WAIT)
+        return [storage.next_exi_sequence("lock-1") for _ in range(25)]
+
+    with futures.ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(draw, storage) for storage in (one, two) for _ in range(4)]
+        drawn = [job.result(timeout=WAIT) for job in jobs]
+    assert all(numbers == sorted(numbers) for numbers in drawn)
+    assert sorted(n for numbers in drawn for n in numbers) == list(range(4, 204))
+    one.close()
+    two.close()
+    again = open_sql(sql_url, master_key, create=False)
+    assert again.next_exi_sequence("lock-1") == 204
+    with pytest.raises(NotFoundError):
+        again.next_exi_sequence("nobody")
 
 
 def test_sqlite_file_is_private_and_durable(tmp_path: Path, master_key: MasterKey, open_sql: OpenSql) -> None:

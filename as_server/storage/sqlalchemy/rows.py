@@ -186,7 +186,8 @@ def client_from_row(row: Row) -> Client:
 
 
 def resource_server_to_row(rs: ResourceServer, master_key: MasterKey) -> dict[str, Any]:
-    """The ``resource_servers`` row of ``rs``; the AS-RS shared key is sealed."""
+    """The ``resource_servers`` row of ``rs``; the AS-RS shared key is sealed. Without ``exi_sequence``: that counter
+    is not part of the record, and an insert or update of the record must leave it alone (tables.py)."""
     text, binary = _split(rs.resources, "resources")
     shared = (
         None
@@ -206,6 +207,8 @@ def resource_server_to_row(rs: ResourceServer, master_key: MasterKey) -> dict[st
         "introspection_secret_hash": rs.introspection_secret_hash,
         "enabled": rs.enabled,
         "created_at": rs.created_at,
+        "compact_claims": rs.compact_claims,
+        "has_clock": rs.has_clock,
     }
 
 
@@ -234,6 +237,8 @@ def resource_server_from_row(row: Row, master_key: MasterKey) -> ResourceServer:
         introspection_secret_hash=None if secret_hash is None else bytes(secret_hash),
         enabled=bool(row["enabled"]),
         created_at=row["created_at"],
+        compact_claims=bool(row["compact_claims"]),
+        has_clock=bool(row["has_clock"]),
     )
 
 
@@ -256,6 +261,7 @@ TOKEN_COLUMNS = (
     "subject",
     "status",
     "pop_key_generated",
+    "exi",
 )
 _CNF_AAD = aad("issued_tokens", "cnf_sealed", b"")
 
@@ -286,6 +292,7 @@ def token_values(token: IssuedToken, master_key: MasterKey) -> tuple[Any, ...]:
         token.subject,
         token.status.value,
         True if token.pop_key_generated else None,  # TRUE or NULL, never FALSE (tables.py)
+        token.exi,
     )
 
 
@@ -311,6 +318,7 @@ def token_from_row(row: Row, master_key: MasterKey) -> IssuedToken:
         subject=row["subject"],
         status=_str_enum(TokenStatus, row["status"], "issued_tokens.status"),
         pop_key_generated=bool(row["pop_key_generated"]),
+        exi=row["exi"],
     )
 
 

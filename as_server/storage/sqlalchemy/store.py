@@ -90,6 +90,14 @@ _BUMP_REGISTRY_VERSION = sa.text(
     "ON CONFLICT (id) DO UPDATE SET version = registry_version.version + 1"
 )
 _SIGNING_KEYS_KEY = ("signing_keys",)
+# RFC 9200 §5.10.3 exi sequence numbers: one atomic increment per token (a row lock on PostgreSQL, the write lock on
+# SQLite). RETURNING needs SQLite >= 3.35 and PostgreSQL >= 8.2.
+_NEXT_EXI_SEQUENCE = (
+    sa.update(resource_servers)
+    .where(resource_servers.c.audience == sa.bindparam("rs_audience"))
+    .values(exi_sequence=resource_servers.c.exi_sequence + 1)
+    .returning(resource_servers.c.exi_sequence)
+)
 
 
 class SqlStorage:
@@ -267,6 +275,21 @@ class SqlStorage:
         with self._read() as conn:
             result = conn.execute(sa.select(resource_servers).order_by(resource_servers.c.audience)).mappings().all()
         return [rows.resource_server_from_row(row, self._key) for row in result]
+
+    def next_exi_sequence(self, audience: str) -> int:
+        """The next ``exi`` sequence number of ``audience`` (RFC 9200 §5.10.3): 1 first, committed on return.
+
+        One ``UPDATE resource_servers SET exi_sequence = exi_sequence + 1 ... RETURNING`` in its own write
+        transaction: concurrent callers, in this process or another on the same database, each get a different
+        number, in the order they commit. Not a registry write (no ``registry_version`` bump, the cache stays).
+
+        :raises NotFoundError: no resource server with this audience.
+        """
+        with self._write() as conn:
+            number = conn.execute(_NEXT_EXI_SEQUENCE, {"rs_audience": audience}).scalar()
+        if number is None:
+            raise NotFoundError(f"no resource server {audience!r}")
+        return int(number)
 
     # -- issued tokens (RFC 9200 §5.8.2, §5.9; RFC 9770 §4 token hashes) ----------------------------------
 

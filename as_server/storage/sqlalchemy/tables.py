@@ -28,6 +28,15 @@ Conventions:
   pop_key_generated) says both, because NULLs never collide in a unique index (SQLite and PostgreSQL alike): it
   refuses a second TRUE row with the same key id and lets any number of NULL rows share it. The same index serves
   :meth:`~.store.SqlStorage.find_by_pop_kid`, so a token insert updates no more indexes than before the rule.
+* ``resource_servers.compact_claims`` and ``has_clock`` are the per-RS token options of
+  :class:`~as_server.models.ResourceServer` (revision 0003; server default TRUE, what rows from before it get).
+  ``resource_servers.exi_sequence`` is the number of the last ``exi`` token issued for the RS (RFC 9200 §5.10.3),
+  0 before the first. It is not a field of the record: :func:`.rows.resource_server_to_row` leaves it out, so an
+  insert starts it at its server default and an update of the record never touches it; only
+  :meth:`~.store.SqlStorage.next_exi_sequence` does, with one ``UPDATE ... RETURNING`` (a row lock on PostgreSQL,
+  the write lock on SQLite), and it does not bump ``registry_version``.
+* ``issued_tokens.exi`` is the ``exi`` claim of a token for an RS without a clock, NULL for ``exp`` tokens (whose
+  ``exp`` column is the claim; for ``exi`` tokens it is the AS's bound, see :class:`~as_server.models.IssuedToken`).
 """
 
 from __future__ import annotations
@@ -95,6 +104,10 @@ resource_servers = sa.Table(
     sa.Column("introspection_secret_hash", sa.LargeBinary(), nullable=True),
     sa.Column("enabled", sa.Boolean(), nullable=False),
     sa.Column("created_at", _Time(), nullable=False),
+    # Revision 0003: per-RS token options, and the exi sequence counter (not part of the record; module docstring).
+    sa.Column("compact_claims", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("has_clock", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("exi_sequence", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
     sa.CheckConstraint("resources_text IS NULL OR resources_bin IS NULL", name="one_resources"),
 )
 
@@ -119,6 +132,8 @@ issued_tokens = sa.Table(
     # TRUE or NULL (see the module docstring); revision 0002, earlier rows are NULL (their ids were checked unused
     # when they were issued).
     sa.Column("pop_key_generated", sa.Boolean(), nullable=True),
+    # Revision 0003: the exi claim (RFC 9200 §5.10.3) of a token for an RS without a clock, else NULL.
+    sa.Column("exi", sa.Integer(), nullable=True),
     sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
     # No foreign keys to clients/resource_servers: a token record is an audit record that outlives registry
     # edits, and the memory backend (with which this one must agree) has none either.
