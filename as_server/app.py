@@ -91,14 +91,14 @@ class AuthorizationServer:
         storage: Storage | None = None,
         clock: Callable[[], float] = time.time,
     ) -> AuthorizationServer:
-        """Open the master key, the storage, the allow-list policy and one limiter, and build the endpoints.
+        """Open the master key, the storage, the policy file and one limiter, and build the endpoints.
 
         :param storage: use this storage instead of opening :attr:`Settings.effective_database_url` (tests pass a
             :class:`~as_server.storage.memory.MemoryStorage`); it is closed by :meth:`close` all the same.
         :raises FileNotFoundError: no master key (run ``ostiary as init``).
         :raises PermissionError: the master key file is readable by others.
         """
-        from policies.builtin.allow_list import AllowList
+        from policies.engine import PolicyEngine
 
         if storage is None:
             from as_server.storage.sqlalchemy import open_storage
@@ -106,7 +106,7 @@ class AuthorizationServer:
             master_key = MasterKey.load(settings.master_key_file)
             storage = open_storage(settings.effective_database_url, master_key, pool_size=storage_pool_size(settings))
         try:
-            policy = AllowList.from_file(settings.effective_policy_file, missing_ok=True)
+            policy = PolicyEngine.from_file(settings.effective_policy_file, missing_ok=True)
             limiter = FailureRateLimiter.from_settings(settings)
             return cls(settings=settings, storage=storage, policy=policy, limiter=limiter, clock=clock)
         except BaseException:

@@ -1,7 +1,8 @@
 """The ``ostiary`` command line (argparse, stdlib only).
 
 Command groups: ``as`` (authorization server), ``lock`` (resource server / door lock), ``client`` (client
-SDK), ``factory`` (device factory provisioning), ``bootstrap`` (LwM2M-style bootstrap server) and ``demo``.
+SDK), ``policy`` (policy files), ``factory`` (device factory provisioning), ``bootstrap`` (LwM2M-style bootstrap
+server) and ``demo``.
 Groups whose capability has not landed yet have no commands and say so in their ``--help``.
 
 :mod:`ace_core.keys` and :mod:`ostiary.demo` are imported inside the command handlers, so building the parser
@@ -132,6 +133,16 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "      --audience front-door --scope '/lock:PUT'\n"
         "  ostiary client open coap://lock.example --as coap://as.example/token --client-id phone-app\n"
         "  ostiary client get coap://lock.example/battery --client-id phone-app --secret-file app.secret",
+    ),
+    "policy": (
+        "policy files: validate them, explain decisions",
+        "Policies decide which client (and user) may get which rights at which lock, when, and who\n"
+        "approves: rules with subjects, audiences, scopes, time windows, validity and an effect (permit,\n"
+        "deny, consent). The authorization server reads them from its policy file.",
+        "examples:\n"
+        "  ostiary policy validate $OSTIARY_HOME/policy.yaml\n"
+        "  ostiary policy explain --file policy.yaml --client phone-app --user alice --group staff \\\n"
+        "      --audience front-door --scope '/lock:PUT' --at 2025-03-31T17:55:00+02:00",
     ),
     "factory": (
         "device factory provisioning (not implemented yet)",
@@ -267,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
             from ostiary.client_cli import add_client_commands
 
             add_client_commands(group)
+        if name == "policy":
+            from ostiary.policy_cli import add_policy_commands
+
+            add_policy_commands(group)
     return parser
 
 
@@ -294,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Errors (by class name, to avoid importing their modules here) whose message tells the user what to do.
-_ACTIONABLE = frozenset({"PolicyError", "SchemaError", "SealingError", "CorruptRecordError"})
+_ACTIONABLE = frozenset({"PolicyError", "PolicyErrors", "SchemaError", "SealingError", "CorruptRecordError"})
 
 
 def _describe_error(exc: Exception) -> str:

@@ -1,5 +1,10 @@
 """The static allow-list policy: which client may get which rights at which audience, from a YAML file.
 
+The AS now runs :class:`policies.engine.PolicyEngine`, whose file format is a superset of this one: allow-list
+files load there unchanged and decide the same (``tests/policies/test_policy_file.py`` checks both on random
+files). This class stays as the simplest :class:`~policies.base.AccessPolicy` and as the baseline of the policy
+benchmark.
+
 Format (one list of rules; every rule grants, nothing denies)::
 
     rules:
@@ -63,6 +68,7 @@ import yaml
 from ace_core.errors import WireFormatError
 from ace_core.scope import AifScope, TextScope
 from policies.base import AccessPolicy, AccessRequest, Decision, Scope
+from policies.errors import PolicyError
 
 __all__ = ["AllowList", "PolicyError", "Rule", "parse_scope_spec"]
 
@@ -74,20 +80,6 @@ _ANY_CLIENT = "*"
 _GLOB_CHARS = frozenset("*?[")
 _INT_TAG = "tag:yaml.org,2002:int"
 _NULL_TAG = "tag:yaml.org,2002:null"
-
-
-class PolicyError(ValueError):
-    """A policy file is malformed. The message starts with ``source:line:`` (1-based YAML line).
-
-    :ivar source: the file name (or ``"<string>"``).
-    :ivar line: the 1-based line of the offending YAML node, or ``None`` when unknown.
-    """
-
-    def __init__(self, message: str, *, source: str, line: int | None) -> None:
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {message}")
-        self.source = source
-        self.line = line
 
 
 def parse_scope_spec(spec: str) -> Scope:
