@@ -8,6 +8,10 @@ issues CWT access tokens (RFC 8392) bound to the client's key through a ``cnf`` 
   CBOR mappings §5.8.5 Table 5); PoP key parameters ``req_cnf``, ``cnf`` and ``rs_cnf`` -- RFC 9201 §3;
 * introspection endpoint -- RFC 9200 §5.9 (responses §5.9.2, errors §5.9.3, mappings §5.9.4 Table 6);
 * the OSCORE profile's AS side: ``OSCORE_Input_Material`` in the token and response -- RFC 9203 §3.2;
+* the consent workflow (issue #5): access requests named in ``invalid_scope`` errors' ``error_uri`` (RFC 9200
+  §5.8.3, RFC 6749 §5.2), observable over CoAP (RFC 7641), approvals that become policy grants, revocation
+  (:mod:`.consent`); local users with Argon2id password hashes (RFC 9106, :mod:`.identity`); the append-only
+  audit log (:mod:`.audit`);
 * a bootstrap adapter that hands devices their operational credentials, LwM2M-bootstrap style (``bootstrap/``).
 
 Layout (STYLE §3.1): framework-free endpoints and grants, injected storage Protocols with memory and SQLAlchemy

@@ -2,22 +2,34 @@
 
 :class:`AuthorizationServer` is what the transports adapt (STYLE §3.1, Leshan's builder): the CoAP site
 (:mod:`as_server.transport.coap`) and the Flask app (:mod:`as_server.transport.http`) each take one and call its
-:attr:`~AuthorizationServer.token_endpoint` (RFC 9200 §5.8) and :attr:`~AuthorizationServer.introspection_endpoint`
-(RFC 9200 §5.9). Nothing here imports a web or CoAP framework, and nothing is read at import time:
-:meth:`AuthorizationServer.from_settings` opens everything from a :class:`~as_server.config.Settings`.
+:attr:`~AuthorizationServer.token_endpoint` (RFC 9200 §5.8), :attr:`~AuthorizationServer.introspection_endpoint`
+(RFC 9200 §5.9) and :attr:`~AuthorizationServer.consent_api` (the consent workflow of issue #5). Nothing here imports
+a web or CoAP framework, and nothing is read at import time: :meth:`AuthorizationServer.from_settings` opens
+everything from a :class:`~as_server.config.Settings`.
+
+The policy of :meth:`~AuthorizationServer.from_settings` is the :class:`~policies.engine.PolicyEngine` of the policy
+file plus the consent grants in the database (:class:`~as_server.consent.GrantRuleSource`), evaluated after the
+file's rules.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from as_server.audit import AuditLog
 from as_server.auth import FailureRateLimiter
 from as_server.config import Settings
+from as_server.consent import ConsentService, GrantRuleSource
+from as_server.endpoints.consent import ConsentApi
 from as_server.endpoints.introspect import IntrospectionEndpoint
 from as_server.endpoints.token import TokenEndpoint
+from as_server.identity import IdentityProvider, LocalIdentityProvider
+from as_server.oauth.flows import OAuthFlows
+from as_server.oauth.signin import Sealer
 from as_server.sealing import MasterKey
 from as_server.storage.base import Storage
 from policies.base import AccessPolicy
@@ -29,6 +41,10 @@ TOKEN_PATH = "/token"
 INTROSPECTION_PATH = "/introspect"
 #: RFC 8414 §3: the well-known suffix of the authorization server metadata document.
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+#: The authorization endpoint of apps signing users in (RFC 6749 §3.1; issue #5, :mod:`as_server.oauth`), HTTP only.
+AUTHORIZE_PATH = "/authorize"
+#: Where an access request can be read (issue #5), on both transports: ``ACCESS_REQUESTS_PATH + "/" + id``.
+ACCESS_REQUESTS_PATH = "/access-requests"
 
 
 def _host_for_uri(host: str) -> str:
@@ -41,6 +57,18 @@ def storage_pool_size(settings: Settings) -> int:
     each use one of the two thread counts), plus one for the token writer and one spare. With fewer, connections
     beyond the pool are opened and closed per request, which on SQLite means re-running its set-up pragmas."""
     return max(settings.http_threads, settings.coap_threads) + 2
+
+
+def csrf_sealer(settings: Settings) -> Sealer:
+    """The master key of the deployment for the sign-in page's CSRF tokens, or -- when there is none, as for a
+    server on memory storage -- a key of this process only (enough for one process; a logged warning says so)."""
+    try:
+        return MasterKey.load(settings.master_key_file)
+    except (FileNotFoundError, PermissionError) as exc:
+        logging.getLogger("ostiary.as").warning(
+            "no master key (%s): sign-in pages are only accepted by the process that showed them", exc
+        )
+        return MasterKey.generate()[0]
 
 
 def coap_base_url(settings: Settings) -> str:
@@ -59,6 +87,9 @@ class AuthorizationServer:
     :param policy: decides what is granted (RFC 9200 §5.8.1: the AS may grant less than requested).
     :param limiter: counts failed client authentications per client and per source address.
     :param clock: seconds since the epoch; injectable for tests (STYLE §3.6 rule 3).
+    :param identity: who approvers are (default: the local users of ``storage``).
+    :param sealer: seals the sign-in page's CSRF tokens (:mod:`as_server.oauth.signin`): the master key, so that
+        every process of the deployment accepts the others' tokens (default: :func:`csrf_sealer`).
     """
 
     def __init__(
@@ -69,17 +100,44 @@ class AuthorizationServer:
         policy: AccessPolicy,
         limiter: FailureRateLimiter,
         clock: Callable[[], float] = time.time,
+        identity: IdentityProvider | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.policy = policy
         self.limiter = limiter
         self.clock = clock
+        self.identity: IdentityProvider = identity if identity is not None else LocalIdentityProvider(storage)
+        self.audit_log = AuditLog(
+            storage.append_audit,
+            queue_size=settings.audit_queue_size,
+            flush_interval=settings.audit_flush_interval,
+            clock=clock,
+        )
+        self.consent = ConsentService(settings=settings, storage=storage, identity=self.identity, clock=clock)
+        self.consent_api = ConsentApi(self.consent, clock=clock)
         self.token_endpoint = TokenEndpoint(
-            settings=settings, storage=storage, policy=policy, limiter=limiter, clock=clock
+            settings=settings,
+            storage=storage,
+            policy=policy,
+            limiter=limiter,
+            clock=clock,
+            consent=self.consent,
+            audit=self.audit_log,
         )
         self.introspection_endpoint = IntrospectionEndpoint(
             settings=settings, storage=storage, limiter=limiter, clock=clock
+        )
+        # Issue #5, apps signing users in: registers the authorization_code and refresh_token grants.
+        self.oauth = OAuthFlows(
+            settings=settings,
+            storage=storage,
+            endpoint=self.token_endpoint,
+            identity=self.identity,
+            sealer=sealer if sealer is not None else csrf_sealer(settings),
+            audit=self.audit_log,
+            clock=clock,
         )
         self._closed = False
 
@@ -103,12 +161,19 @@ class AuthorizationServer:
         if storage is None:
             from as_server.storage.sqlalchemy import open_storage
 
-            master_key = MasterKey.load(settings.master_key_file)
+            master_key: MasterKey | None = MasterKey.load(settings.master_key_file)
+            assert master_key is not None
             storage = open_storage(settings.effective_database_url, master_key, pool_size=storage_pool_size(settings))
+        else:
+            master_key = None
         try:
-            policy = PolicyEngine.from_file(settings.effective_policy_file, missing_ok=True)
+            policy = PolicyEngine.from_file(
+                settings.effective_policy_file, missing_ok=True, sources=[GrantRuleSource(storage)]
+            )
             limiter = FailureRateLimiter.from_settings(settings)
-            return cls(settings=settings, storage=storage, policy=policy, limiter=limiter, clock=clock)
+            return cls(
+                settings=settings, storage=storage, policy=policy, limiter=limiter, clock=clock, sealer=master_key
+            )
         except BaseException:
             storage.close()
             raise
@@ -118,8 +183,10 @@ class AuthorizationServer:
 
         Standard members: ``issuer``, ``token_endpoint``, ``introspection_endpoint`` (RFC 8414 §2, the HTTP
         URLs), ``grant_types_supported``, ``token_endpoint_auth_methods_supported``,
-        ``introspection_endpoint_auth_methods_supported`` and ``response_types_supported`` (REQUIRED by
-        RFC 8414 §2; empty because this AS has no authorization endpoint).
+        ``introspection_endpoint_auth_methods_supported``, and for apps signing users in (issue #5)
+        ``authorization_endpoint``, ``response_types_supported`` (``code``, REQUIRED by RFC 8414 §2) and
+        ``code_challenge_methods_supported`` (``S256`` only, RFC 8414 §2 / RFC 7636 §4.2). ``none`` is among the
+        token endpoint auth methods for public clients, which prove themselves with PKCE and refresh-token rotation.
 
         Ostiary extensions, which RFC 8414 §2 permits ("additional authorization server metadata parameters
         MAY also be used") and which clients that do not know them ignore:
@@ -138,9 +205,11 @@ class AuthorizationServer:
             "issuer": self.settings.issuer,
             "token_endpoint": http + TOKEN_PATH,
             "introspection_endpoint": http + INTROSPECTION_PATH,
-            "grant_types_supported": ["client_credentials"],
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "authorization_endpoint": http + AUTHORIZE_PATH,
+            "grant_types_supported": sorted(g.name.lower() for g in self.token_endpoint.grant_types),
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "ace_profiles_supported": ["coap_oscore", "coap_dtls"],
             "coap_token_endpoint": coap + TOKEN_PATH,
@@ -155,10 +224,13 @@ class AuthorizationServer:
         return (METADATA_PATH,) if not path else (METADATA_PATH, METADATA_PATH + path)
 
     def close(self) -> None:
-        """Close the storage (idempotent)."""
+        """Write the queued audit entries and close the storage (idempotent)."""
         if not self._closed:
             self._closed = True
-            self.storage.close()
+            try:
+                self.audit_log.close()
+            finally:
+                self.storage.close()
 
     def __enter__(self) -> AuthorizationServer:
         return self

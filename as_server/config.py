@@ -82,6 +82,37 @@ class Settings:
     auth_failure_limit: int = 10
     auth_failure_window: int = 60
     log_level: str = "INFO"
+    #: Consent workflow (:mod:`as_server.consent`): how long an access request waits for a decision before it
+    #: expires (seconds). Expiry is applied lazily, whenever requests are read or listed.
+    access_request_lifetime: int = 86400
+    #: How often the CoAP side re-reads the access requests that clients observe (RFC 7641), so that decisions
+    #: made by another process (a gunicorn worker, ``ostiary consent approve``) reach the observers (seconds).
+    #: Decisions made in the CoAP process itself are notified at once. One query per interval, only while
+    #: something is observed.
+    consent_poll_interval: float = 1.0
+    #: Access-request observations the CoAP side keeps at most; beyond that a GET with Observe is answered once,
+    #: without registering the observer (RFC 7641 §4.1 lets a server decline).
+    consent_max_observations: int = 1000
+    #: Default time zone of the weekly windows an approver gives without one (IANA name).
+    consent_timezone: str = "UTC"
+    #: Audit entries of refused token requests are written asynchronously (:mod:`as_server.audit`): at most this
+    #: many wait in memory; more are dropped and counted (an ``audit.dropped`` entry records how many).
+    audit_queue_size: int = 10000
+    #: ... and they are committed at most once per this interval (seconds), in one transaction per batch, so a
+    #: flood of refused requests costs at most one audit commit per interval.
+    audit_flush_interval: float = 0.5
+    #: Apps signing users in (issue #5, :mod:`as_server.oauth`): how long an authorization code may be exchanged
+    #: (seconds; RFC 6749 §4.1.2 recommends at most 10 minutes, a native app exchanges it at once).
+    authorization_code_lifetime: int = 60
+    #: How long a refresh token may be used (seconds); every use replaces it with a new one (rotation).
+    refresh_token_lifetime: int = 30 * 86400
+    #: The absolute end of a refresh-token family, counted from the sign-in, whatever the rotations (seconds):
+    #: then the user signs in again.
+    refresh_family_lifetime: int = 90 * 86400
+    #: How long the sign-in page may be submitted after it was shown (seconds; the lifetime of its CSRF token).
+    signin_page_lifetime: int = 600
+    #: Failed sign-ins allowed per user name and per source address within ``auth_failure_window``.
+    signin_failure_limit: int = 10
 
     @property
     def master_key_file(self) -> Path:
@@ -140,6 +171,10 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, *, source: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError
             return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
         if kind == "Path | None":
             return Path(str(raw)).expanduser() if raw not in ("", None) else None
         if kind == "str":

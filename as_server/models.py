@@ -1,7 +1,9 @@
-"""Records of the authorization server's registries (clients, resource servers, issued tokens, signing keys).
+"""Records of the authorization server's registries (clients, resource servers, issued tokens, signing keys), its
+users and groups, the consent workflow (access requests and the grants approving them) and the audit log.
 
 Frozen dataclasses: storage backends return these and never their ORM rows (STYLE §3.6 rule 7). Key material in
-these objects is in the clear; backends encrypt it at rest (:mod:`as_server.sealing`).
+these objects is in the clear; backends encrypt it at rest (:mod:`as_server.sealing`). Passwords never appear:
+:attr:`User.password_hash` is an Argon2id hash (RFC 9106) in the PHC string format (:mod:`as_server.identity`).
 """
 
 from __future__ import annotations
@@ -13,15 +15,37 @@ from ace_core.keys import CoseKey
 from ace_core.registry import AceProfile, CoseAlgorithm, GrantType
 
 __all__ = [
+    "GRANT_RULE_PREFIX",
+    "AccessRequestStatus",
+    "AuditEntry",
+    "AuthorizationCode",
     "Client",
+    "ConsentRequest",
+    "Grant",
+    "GrantStatus",
+    "Group",
     "IssuedToken",
     "PopKeyType",
+    "RefreshToken",
+    "RefreshTokenStatus",
     "ResourceServer",
     "ScopeFormat",
     "SigningKey",
     "TokenForm",
     "TokenStatus",
+    "User",
+    "UserRole",
+    "grant_rule_id",
 ]
+
+#: Prefix of the policy rule ids under which grants take part in decisions (``"grant#" + grant id``). ``#`` is not
+#: allowed in the rule ids of policy files (:mod:`policies.policy_file`), so a file rule never passes for a grant.
+GRANT_RULE_PREFIX = "grant#"
+
+
+def grant_rule_id(grant_id: str) -> str:
+    """The policy rule id of grant ``grant_id`` (what :attr:`policies.base.Decision.rules` names)."""
+    return GRANT_RULE_PREFIX + grant_id
 
 
 class PopKeyType(StrEnum):
@@ -71,6 +95,11 @@ class Client:
     default_scope: str | bytes | None = None
     enabled: bool = True
     created_at: int = 0
+    # Apps signing users in (issue #5, authorization code with PKCE: as_server.oauth). A public client (RFC 6749
+    # §2.1, a native app, RFC 8252 §8.4) has no secret (``secret_hash`` is empty and matches nothing) and must use
+    # PKCE; ``redirect_uris`` are where /authorize may send the user back (RFC 6749 §3.1.2, RFC 8252 §7).
+    redirect_uris: tuple[str, ...] = ()
+    public: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +146,10 @@ class IssuedToken:
     refuses a second such token with :class:`~as_server.storage.base.DuplicateError`. Tokens that re-bind an
     earlier key by ``kid`` or bind the client's registered key share their ``pop_kid`` and leave it ``False``.
 
+    ``rules`` are the ids of the policy rules that granted the token's rights (:attr:`policies.base.Decision.rules`),
+    for the audit trail; those naming a consent grant (:attr:`grant_ids`) tie the token to the grant's revocation.
+    ``subject`` is the user the token was issued for (``sub``), when there is one.
+
     ``exi`` is set for a token that carries ``exi`` instead of ``exp`` (an RS without a clock, RFC 9200 §5.10.3): its
     lifetime in seconds from first receipt by the RS. ``exp`` is then not in the token; it is the AS's bound on
     the token's end (issue time + ``exi`` + the ``exi_upload_window`` setting), used for ``active`` at introspection
@@ -137,6 +170,16 @@ class IssuedToken:
     status: TokenStatus = TokenStatus.ACTIVE
     pop_key_generated: bool = False
     exi: int | None = None
+    rules: tuple[str, ...] = ()
+
+    @property
+    def grant_ids(self) -> tuple[str, ...]:
+        """The consent grants the token was issued under: the ids of :attr:`rules` that name a grant.
+
+        ``rules`` are the policy rules that granted the token's rights (:attr:`policies.base.Decision.rules`);
+        revoking one of these grants revokes the token (:meth:`~as_server.storage.base.GrantStore.revoke_grant`).
+        """
+        return tuple(r[len(GRANT_RULE_PREFIX) :] for r in self.rules if r.startswith(GRANT_RULE_PREFIX))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,3 +192,247 @@ class SigningKey:
     created_at: int
     retired_at: int | None = None  # set when rotated out
     retire_after: int | None = None  # tokens signed with it have all expired by then
+
+
+# -- users and groups (issue #5, "Users") ---------------------------------------------------------------------
+
+
+class UserRole(StrEnum):
+    """What a local user may do: ``admin`` everything, ``manager`` decide the access requests that name them (or a
+    group of theirs) as approvers, ``user`` only ask (through an app) and be asked about."""
+
+    ADMIN = "admin"
+    MANAGER = "manager"
+    USER = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    """A local user account.
+
+    :param name: the user name (the ``sub`` of tokens issued for the user, and what approvers are called by).
+    :param password_hash: Argon2id PHC string (``$argon2id$v=19$m=...``), or ``None`` for an account that cannot
+        sign in with a password (e.g. one whose identity comes from an external identity provider).
+    """
+
+    name: str
+    password_hash: str | None = field(default=None, repr=False)
+    display_name: str = ""
+    role: UserRole = UserRole.USER
+    enabled: bool = True
+    created_at: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Group:
+    """A named group of users; memberships are kept apart from the record
+    (:meth:`~as_server.storage.base.UserStore.members_of`)."""
+
+    name: str
+    description: str = ""
+    created_at: int = 0
+
+
+# -- the consent workflow (issue #5, "Consent workflow") ------------------------------------------------------
+
+
+class AccessRequestStatus(StrEnum):
+    """Lifecycle of an access request: pending until approved, denied or expired (final states)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentRequest:
+    """An *access request*: rights a client asked for that the policy grants only with someone's consent.
+
+    The token endpoint records it when a decision names approvers instead of granting
+    (:class:`policies.base.ConsentRequired`), and refuses the token with ``invalid_scope`` and an ``error_uri``
+    naming it (:mod:`as_server.consent`).
+
+    :param id: 128 random bits, base64url without padding (22 characters): unguessable, so that its URI works as a
+        capability for polling (:mod:`as_server.consent`).
+    :param subject: the user the client acts for (the requestor), if any.
+    :param scope: the rights to approve, in CBOR form (AIF bytes or text), as :attr:`IssuedToken.scope`.
+    :param reason: the policy's reason (for approvers and the audit log; never sent to the client).
+    :param approvers: ``"user:NAME"`` / ``"group:NAME"`` (:attr:`policies.base.ConsentRequired.approvers`).
+    :param rules: the consent rules that asked for approval.
+    :param requested_from: start of the requested window (a token request carries none: its time).
+    :param requested_until: end of the requested window, ``None`` for open-ended.
+    :param updated_at: when the request was last made again (merged duplicates).
+    :param request_count: how many token requests this request stands for (1 + merged duplicates).
+    :param expires_at: when a pending request expires if nobody decides.
+    :param decided_by: ``"user:NAME"`` of the approver who decided (``"system"`` for an expiry).
+    :param note: what the approver wrote with the decision.
+    """
+
+    id: str
+    client_id: str
+    audience: str
+    scope: bytes | str
+    subject: str | None = None
+    reason: str = ""
+    approvers: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    requested_from: int = 0
+    requested_until: int | None = None
+    status: AccessRequestStatus = AccessRequestStatus.PENDING
+    created_at: int = 0
+    updated_at: int = 0
+    request_count: int = 1
+    expires_at: int = 0
+    decided_at: int | None = None
+    decided_by: str | None = None
+    note: str = ""
+
+
+class GrantStatus(StrEnum):
+    """A grant is active until revoked."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """A stored permission created by approving an access request: a permit rule for the policy engine
+    (:class:`as_server.consent.GrantRuleSource`), with the approver's narrowing.
+
+    :param id: the id of the access request it approves (one grant per approved request).
+    :param scope: the approved rights (a subset of the request's), CBOR form.
+    :param valid_from: in force from (inclusive); ``None``: no start.
+    :param valid_until: "remember until" (exclusive); ``None``: until revoked.
+    :param windows: weekly time windows (``"Mon-Fri 09:00-18:00"``) in :attr:`timezone`; empty: at any time.
+    :param max_lifetime: the longest token lifetime under this grant (seconds), if limited.
+    :param approvers: who may revoke it besides admins (the request's approvers).
+    :param created_by: ``"user:NAME"`` of the approver.
+    """
+
+    id: str
+    client_id: str
+    audience: str
+    scope: bytes | str
+    subject: str | None = None
+    request_id: str | None = None
+    valid_from: int | None = None
+    valid_until: int | None = None
+    windows: tuple[str, ...] = ()
+    timezone: str | None = None
+    max_lifetime: int | None = None
+    approvers: tuple[str, ...] = ()
+    created_at: int = 0
+    created_by: str = ""
+    status: GrantStatus = GrantStatus.ACTIVE
+    revoked_at: int | None = None
+    revoked_by: str | None = None
+
+
+# -- the audit log (issue #5, "Audit log") --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One audit log entry (append-only; :mod:`as_server.audit` lists the actions).
+
+    :param at: seconds since the epoch.
+    :param action: e.g. ``token.issued``, ``token.refused``, ``access_request.created``, ``grant.revoked``.
+    :param actor: who did it: ``client:ID``, ``user:NAME``, ``cli:OS-USER`` or ``system``.
+    :param scope: the rights concerned, for people (AIF spec such as ``/lock:GET,PUT`` or a text scope).
+    :param cti: the token concerned (``token.issued``).
+    :param detail: free text: a refusal's reason, what a revocation revoked, ...
+    :param seq: the storage's order of entries (``None`` for entries derived from issued tokens).
+    """
+
+    at: int
+    action: str
+    actor: str
+    client_id: str | None = None
+    subject: str | None = None
+    audience: str | None = None
+    scope: str | None = None
+    request_id: str | None = None
+    grant_id: str | None = None
+    cti: bytes | None = None
+    detail: str = ""
+    seq: int | None = None
+
+
+# -- apps signing users in: authorization codes and refresh tokens (issue #5, as_server.oauth) --------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizationCode:
+    """An authorization code (RFC 6749 §4.1.2): single use, short-lived, bound to everything the token will be.
+
+    Only its hash is stored (:func:`as_server.oauth.codes.secret_hash`), so a copy of the database yields no usable
+    code. :attr:`family_id` and :attr:`access_cti` are set when it is exchanged, so that presenting it again can
+    revoke what it produced (RFC 6749 §4.1.2: the AS "SHOULD revoke (when possible) all tokens previously issued
+    based on that authorization code").
+
+    :param redirect_uri: the redirect URI of the authorization request, exactly as sent (RFC 6749 §4.1.3: the token
+        request must repeat it identically).
+    :param scope: the scope as requested at the authorization endpoint (the audience's text form), or ``None``
+        for the client's default.
+    :param code_challenge: the PKCE challenge (RFC 7636 §4.2) and its method (always ``S256`` here).
+    :param used_at: when it was exchanged (``None``: not yet).
+    :param reused_at: when someone presented it again after that.
+    """
+
+    code_hash: bytes
+    client_id: str
+    redirect_uri: str
+    subject: str
+    audience: str
+    scope: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    created_at: int
+    expires_at: int
+    used_at: int | None = None
+    family_id: str | None = None
+    access_cti: bytes | None = None
+    reused_at: int | None = None
+
+
+class RefreshTokenStatus(StrEnum):
+    """Lifecycle of a refresh token: used once (rotated), or revoked with its family."""
+
+    ACTIVE = "active"
+    USED = "used"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshToken:
+    """A refresh token (RFC 6749 §1.5, §6; RFC 9200 §5.8.1): opaque 256 random bits, stored as their SHA-256.
+
+    Each use rotates it: the token becomes :attr:`RefreshTokenStatus.USED` and a new one of the same *family* is
+    issued. The family is everything that descends from one authorization code; presenting a used token again
+    revokes the family (:meth:`~as_server.storage.base.RefreshTokenStore.revoke_refresh_family`).
+
+    :param scope: the most a refresh may ask for: the scope granted when the family began (CBOR form, as
+        :attr:`IssuedToken.scope`).
+    :param pop_kid: the PoP key every token of the family is bound to (RFC 9200 §5.8.1: "the same PoP key").
+    :param key_cti: the family's first access token, whose ``cnf`` holds that key by value.
+    :param access_cti: the access token issued together with this refresh token.
+    :param expires_at: when this refresh token expires (``refresh_token_lifetime`` after issue) ...
+    :param family_expires_at: ... and when the family does, whatever the rotations (``refresh_family_lifetime``).
+    """
+
+    token_hash: bytes
+    family_id: str
+    client_id: str
+    subject: str | None
+    audience: str
+    scope: bytes | str
+    pop_kid: bytes
+    key_cti: bytes
+    access_cti: bytes
+    created_at: int
+    expires_at: int
+    family_expires_at: int
+    status: RefreshTokenStatus = RefreshTokenStatus.ACTIVE
+    used_at: int | None = None

@@ -38,6 +38,8 @@ Formatter = argparse.RawDescriptionHelpFormatter
 PROFILES = {"coap_oscore": AceProfile.COAP_OSCORE, "coap_dtls": AceProfile.COAP_DTLS}
 _PROFILE_NAMES = {v: k for k, v in PROFILES.items()}
 POP_KEYS = ("symmetric", "Ed25519", "P-256")
+#: Grant types a client may be allowed (RFC 9200 §5.8.4.1 names); the password grant is not offered.
+GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 TOKEN_FORMS = ("encrypt0", "sign1+encrypt0", "sign1", "mac0")
 #: Longest ``as rs add --kid`` (bytes): every token for the RS carries the AS<->RS key id.
 _MAX_KID_BYTES = 16
@@ -84,6 +86,29 @@ DEFAULT_CONFIG = """\
 # auth_failure_window = 60
 
 # log_level = "INFO"
+
+# Consent workflow: an access request nobody decides expires after this many seconds.
+# access_request_lifetime = 86400
+# The CoAP side re-reads the access requests that clients observe (RFC 7641) this often (seconds), so that decisions
+# made by other processes reach the observers; it keeps at most this many observations.
+# consent_poll_interval = 1.0
+# consent_max_observations = 1000
+# Time zone of the weekly windows an approver gives without naming one (IANA name).
+# consent_timezone = "UTC"
+
+# Refused token requests are written to the audit log asynchronously: at most this many wait in memory (more are
+# dropped and counted), and they are committed at most once per interval (seconds).
+# audit_queue_size = 10000
+# audit_flush_interval = 0.5
+
+# Apps signing users in (/authorize, authorization code with PKCE): the code's lifetime, a refresh token's lifetime
+# and its family's absolute lifetime (seconds), how long a sign-in page may be submitted, and how many failed
+# sign-ins per user name and per address are allowed within auth_failure_window.
+# authorization_code_lifetime = 60
+# refresh_token_lifetime = 2592000
+# refresh_family_lifetime = 7776000
+# signin_page_lifetime = 600
+# signin_failure_limit = 10
 """
 
 
@@ -224,9 +249,17 @@ def _add_client_commands(as_commands: Any, parents: Sequence[argparse.ArgumentPa
         "hash. The client sends it with HTTP Basic or in the request (client_secret, RFC 9200 Table 5).\n"
         "--pop-key says which proof-of-possession keys its tokens may be bound to (RFC 9201 section 3.1):\n"
         "'symmetric' lets the AS generate one (e.g. OSCORE input material, RFC 9203), 'Ed25519' and 'P-256'\n"
-        "accept the client's public key in req_cnf; --public-key registers that key.",
+        "accept the client's public key in req_cnf; --public-key registers that key.\n\n"
+        "Apps that sign users in (authorization code with PKCE, RFC 6749 section 4.1, RFC 8252) need\n"
+        "--redirect-uri: a loopback URI http://127.0.0.1/PATH (any port is accepted at /authorize, RFC 8252\n"
+        "section 7.3), a private-use scheme com.example.app:/PATH (section 7.1) or an https URI. --public\n"
+        "registers a native app without a secret, which must use PKCE. With --redirect-uri or --public the\n"
+        "grant types default to authorization_code and refresh_token, else to client_credentials;\n"
+        "--grant-type sets them (repeatable; the password grant is not offered).",
         example="  ostiary as client add phone-app --name 'Phone app' --audience front-door \\\n"
-        "      --default-audience front-door --default-scope '/lock:GET,PUT' --profile coap_oscore",
+        "      --default-audience front-door --default-scope '/lock:GET,PUT' --profile coap_oscore\n"
+        "  ostiary as client add door-app --public --audience front-door \\\n"
+        "      --redirect-uri http://127.0.0.1/callback --redirect-uri com.example.doorapp:/callback",
         parents=parents,
     )
     p.add_argument("client_id", metavar="CLIENT_ID")
@@ -245,6 +278,15 @@ def _add_client_commands(as_commands: Any, parents: Sequence[argparse.ArgumentPa
     )
     p.add_argument("--pop-key", action="append", choices=POP_KEYS, help="PoP key kind (repeatable; default symmetric)")
     p.add_argument("--public-key", type=Path, metavar="FILE", help="the client's public PoP key (COSE/JSON/PEM file)")
+    p.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="where /authorize may send the user back (repeatable; RFC 8252 section 7)",
+    )
+    p.add_argument("--public", action="store_true", help="a public client (native app): no secret, PKCE required")
+    p.add_argument("--grant-type", action="append", choices=GRANT_TYPES, help="a grant type it may use (repeatable)")
     p.set_defaults(handler=_cmd_client_add)
 
     p = _command(
@@ -273,8 +315,9 @@ def _add_client_commands(as_commands: Any, parents: Sequence[argparse.ArgumentPa
         "disable",
         help="refuse tokens to a client",
         description="Disable a client: the token\n"
-        "endpoint answers invalid_client (RFC 6749 section 5.2), in a running server within 0.1 s.\n"
-        "Issued tokens stay valid until they expire.",
+        "endpoint answers invalid_client (RFC 6749 section 5.2), in a running server within 0.1 s, and\n"
+        "the client's tokens that have not expired are revoked (introspection answers active: false;\n"
+        "locks that do not introspect keep them until they expire). Recorded in the audit log.",
         example="  ostiary as client disable phone-app",
         parents=parents,
     )
@@ -653,10 +696,14 @@ def _cmd_client_add(args: argparse.Namespace) -> int:
         default_scope = _scope_value(args.default_scope, aif=args.default_scope.startswith("/"))
     public_key = _read_public_key(args.public_key) if args.public_key else None
     audiences = frozenset(args.audience) | ({args.default_audience} if args.default_audience else set())
+    redirect_uris, grant_types = _app_registration(args)
     secret = generate_secret()
     client = Client(
         client_id=args.client_id,
-        secret_hash=hash_secret(secret),
+        secret_hash=b"" if args.public else hash_secret(secret),
+        redirect_uris=redirect_uris,
+        public=args.public,
+        grant_types=grant_types,
         display_name=args.name,
         audiences=audiences,
         profiles=_profiles(args.profile, frozenset({AceProfile.COAP_OSCORE})),
@@ -672,9 +719,39 @@ def _cmd_client_add(args: argparse.Namespace) -> int:
         except DuplicateError:
             raise CommandError(f"client {args.client_id!r} exists (see 'client rotate-secret')") from None
     print(f"added client {args.client_id}")
+    if args.public:
+        print("public client: no secret (it proves itself with PKCE and refresh-token rotation)")
+        return 0
     print(f"client_secret: {secret}")
     _secret_note("client secret")
     return 0
+
+
+def _app_registration(args: argparse.Namespace) -> tuple[tuple[str, ...], frozenset[Any]]:
+    """The redirect URIs (checked, RFC 8252 section 7) and grant types of ``client add``.
+
+    :raises CommandError: a redirect URI that cannot be registered, or grant types that do not fit the client.
+    """
+    from ace_core.registry import GrantType
+    from as_server.oauth.redirect_uris import InvalidRedirectUri, normalize
+
+    try:
+        uris = tuple(dict.fromkeys(normalize(uri) for uri in args.redirect_uri))
+    except InvalidRedirectUri as exc:
+        raise CommandError(f"--redirect-uri: {exc}") from None
+    if args.grant_type:
+        names = set(args.grant_type)
+    elif uris or args.public:
+        names = {"authorization_code", "refresh_token"}
+    else:
+        names = {"client_credentials"}
+    if args.public and "client_credentials" in names:
+        raise CommandError("a public client has no secret, so it cannot use client_credentials")
+    if "authorization_code" in names and not uris:
+        raise CommandError("authorization_code needs at least one --redirect-uri")
+    if uris and "authorization_code" not in names:
+        raise CommandError("--redirect-uri is only used by the authorization_code grant")
+    return uris, frozenset(GrantType[name.upper()] for name in names)
 
 
 def _get_client(storage: Storage, client_id: str) -> Any:
@@ -709,8 +786,10 @@ def _cmd_client_show(args: argparse.Namespace) -> int:
             ("client_id", c.client_id),
             ("name", c.display_name or "-"),
             ("enabled", "yes" if c.enabled else "no"),
-            ("secret", _hidden(c.secret_hash, "secret hash")),
+            ("secret", "none (public client)" if c.public else _hidden(c.secret_hash, "secret hash")),
             ("grant types", ",".join(sorted(g.name.lower() for g in c.grant_types))),
+            ("public", "yes (no secret; PKCE)" if c.public else "no"),
+            ("redirect uris", " ".join(c.redirect_uris) or "-"),
             ("audiences", ",".join(sorted(c.audiences)) or "-"),
             ("default audience", c.default_audience or "-"),
             ("default scope", _scope_text(c.default_scope)),
@@ -724,10 +803,15 @@ def _cmd_client_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_client_enable(args: argparse.Namespace) -> int:
+    from ostiary.admin_cli import actor
+
     with _storage(_settings(args)) as storage:
-        client = _get_client(storage, args.client_id)
-        storage.update_client(dataclasses.replace(client, enabled=args.enabled))
-    print(f"{'enabled' if args.enabled else 'disabled'} client {args.client_id}")
+        _get_client(storage, args.client_id)
+        revoked = storage.set_client_enabled(args.client_id, args.enabled, actor=actor(), now=_now())
+    if args.enabled:
+        print(f"enabled client {args.client_id}")
+    else:
+        print(f"disabled client {args.client_id}; {revoked} tokens revoked")
     return 0
 
 

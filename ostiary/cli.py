@@ -1,8 +1,9 @@
 """The ``ostiary`` command line (argparse, stdlib only).
 
 Command groups: ``as`` (authorization server), ``lock`` (resource server / door lock), ``client`` (client
-SDK), ``policy`` (policy files), ``factory`` (device factory provisioning), ``bootstrap`` (LwM2M-style bootstrap
-server) and ``demo``.
+SDK), ``policy`` (policy files), ``user``/``group`` (local accounts), ``consent`` (access requests and grants),
+``audit`` (the audit log), ``factory`` (device factory provisioning), ``bootstrap`` (LwM2M-style bootstrap server)
+and ``demo``.
 Groups whose capability has not landed yet have no commands and say so in their ``--help``.
 
 :mod:`ace_core.keys` and :mod:`ostiary.demo` are imported inside the command handlers, so building the parser
@@ -144,6 +145,43 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "  ostiary policy explain --file policy.yaml --client phone-app --user alice --group staff \\\n"
         "      --audience front-door --scope '/lock:PUT' --at 2025-03-31T17:55:00+02:00",
     ),
+    "user": (
+        "local users: add, list, disable, enable, set passwords (Argon2id)",
+        "Local user accounts of the authorization server: people who approve access requests (role\n"
+        "manager or admin) and people apps act for (role user). Passwords are hashed with Argon2id (RFC\n"
+        "9106) and read from a prompt, a file or an environment variable, never from the command line.",
+        "examples:\n"
+        "  ostiary user add frank --role manager          # asks for the password twice\n"
+        "  ostiary user add alice --password-file alice.pw\n"
+        "  ostiary user disable alice                     # also revokes alice's tokens",
+    ),
+    "group": (
+        "groups of users: add, list, add-member, remove-member",
+        "Groups of local users. Policy rules name groups as subjects and as approvers of access requests.",
+        "examples:\n  ostiary group add facility\n  ostiary group add-member facility frank",
+    ),
+    "consent": (
+        "consent workflow: list, approve, deny access requests; revoke grants",
+        "When a policy rule says a request needs consent, the authorization server records an access\n"
+        "request and refuses the token with an error_uri naming it; the app waits on that URI. Approvers\n"
+        "(users with role manager among the request's approvers, or admins) decide here or through the\n"
+        "HTTP API (/consent/...). An approval becomes a grant the policy applies; revoking it also revokes\n"
+        "the tokens issued under it.",
+        "examples:\n"
+        "  ostiary consent list --as frank\n"
+        "  ostiary consent approve ID --as frank --window 'Mon-Fri 08:00-18:00' --timezone Europe/Berlin\n"
+        "  ostiary consent revoke ID --as frank",
+    ),
+    "audit": (
+        "the audit log: tokens issued and refused, consent decisions, revocations",
+        "Print the audit log of the authorization server, filtered: every token issued or refused (with\n"
+        "the reason), every access request, approval, denial and revocation, user and client changes,\n"
+        "with actor and time. Newest entries are printed last.",
+        "examples:\n"
+        "  ostiary audit --since 24h\n"
+        "  ostiary audit --action access_request --user alice --json\n"
+        "  ostiary audit --client phone-app --action token.refused --limit 20",
+    ),
     "factory": (
         "device factory provisioning (not implemented yet)",
         "Factory provisioning gives each device, at manufacturing time, its identity and the initial\n"
@@ -245,6 +283,25 @@ def _add_as_commands(as_parser: argparse.ArgumentParser) -> None:
     add_as_commands(as_commands, key_commands, [home], _help_handler)
 
 
+def _add_admin_commands(name: str, group: argparse.ArgumentParser) -> None:
+    from ostiary import admin_cli
+    from ostiary.as_cli import home_parent
+
+    group.add_argument(
+        "--home",
+        type=Path,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the deployment directory (default: $OSTIARY_HOME, else ~/.local/share/ostiary)",
+    )
+    adders = {
+        "user": admin_cli.add_user_commands,
+        "group": admin_cli.add_group_commands,
+        "consent": admin_cli.add_consent_commands,
+    }
+    adders[name](group, [home_parent()])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The complete ``ostiary`` argument parser (tests inspect its help texts)."""
     parser = argparse.ArgumentParser(
@@ -266,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "demo":
             group.set_defaults(handler=_cmd_demo)
+        elif name == "audit":
+            from ostiary.admin_cli import add_audit_options, cmd_audit
+
+            add_audit_options(group)
+            group.set_defaults(handler=cmd_audit)
         else:
             group.set_defaults(handler=_help_handler(group))
         if name == "as":
@@ -282,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
             from ostiary.policy_cli import add_policy_commands
 
             add_policy_commands(group)
+        if name in ("user", "group", "consent"):
+            _add_admin_commands(name, group)
     return parser
 
 

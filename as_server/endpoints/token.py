@@ -14,10 +14,14 @@ error                          status  when
                                        §3.1); no ``req_cnf`` from a client that may not use AS-generated keys;
                                        the resource server's configuration cannot serve the request (logged)
 ``InvalidClient``              4.01    no credentials, unknown client, wrong secret, client disabled
-``UnsupportedGrantType``       4.00    any grant type but ``client_credentials`` (RFC 9200 §5.8.1 default)
+``UnsupportedGrantType``       4.00    a grant type other than ``client_credentials`` (RFC 9200 §5.8.1 default)
+                                       that has no handler (:meth:`TokenEndpoint.register_grant`); never
+                                       ``password``
 ``UnauthorizedClient``         4.00    the client may not use ``client_credentials``
 ``InvalidScope``               4.00    scope missing without a default (RFC 6749 §3.3), malformed, of the wrong
                                        kind for the audience, empty, not granted by the policy, or no lifetime left
+``ConsentPending``             4.00    ``invalid_scope`` with ``error_uri``: the policy asks for consent and an
+                                       access request records it (:mod:`as_server.consent`)
 ``UnsupportedPopKey``          4.00    ``req_cnf`` key type other than Ed25519 / P-256, or not allowed for the
                                        client; RPK for an audience without ``coap_dtls``; unknown ``kid`` in the
                                        DTLS profile (RFC 9202 §4)
@@ -26,7 +30,17 @@ error                          status  when
 
 Checks run in this order: client authentication, grant type, audience, scope, policy, lifetime, ``req_cnf``,
 profile, token protection. Nothing is generated or stored before every check has passed; the token is recorded
-(:meth:`~as_server.storage.base.TokenStore.record`) before it is returned.
+(:meth:`~as_server.storage.base.TokenStore.record`) before it is returned, with the policy rules that granted it
+(:attr:`~as_server.models.IssuedToken.rules`: revoking a consent grant among them revokes the token) -- that record
+is also the token's ``token.issued`` audit entry (:mod:`as_server.audit`), so issuing writes nothing more. Every
+refusal is queued for the audit log as ``token.refused`` with its reason, without waiting for a write.
+
+**Other grants** (issue #5, :mod:`as_server.oauth`): a :class:`GrantHandler` registered for a grant type
+(:meth:`TokenEndpoint.register_grant`: ``authorization_code``, ``refresh_token``) authenticates the client its own
+way (public clients by ``client_id``), settles the client, user (``subject``, the ``sub`` claim), audience and scope
+as an :class:`IssueRequest`, and hands it to :meth:`TokenEndpoint.issue`, the issuance every grant shares: the steps
+from the audience on, with the user and their groups in the policy's :class:`~policies.base.AccessRequest`. A refresh
+keeps the PoP key of the earlier token (:class:`Rebind`, RFC 9200 §5.8.1) instead of reading ``req_cnf``.
 
 Decisions where the RFCs leave a choice (each also noted where it is implemented):
 
@@ -100,12 +114,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 from ace_core import cbor, cwt
 from ace_core.errors import (
     IncompatibleAceProfiles,
     InvalidClient,
+    InvalidGrant,
     InvalidRequest,
     InvalidScope,
     OAuthError,
@@ -119,14 +134,28 @@ from ace_core.messages import AccessInformation, TokenRequest
 from ace_core.pop import Confirmation, OscoreMaterial
 from ace_core.registry import AceProfile, CoseAlgorithm, CoseCurve, CoseKeyType, GrantType, TokenType
 from ace_core.scope import AifScope, TextScope, decode_scope
+from as_server.audit import AuditLog, clean_text, describe_scope
 from as_server.auth import ClientCredentials, FailureRateLimiter, check_secret, select_credentials
 from as_server.config import Settings
-from as_server.models import Client, IssuedToken, PopKeyType, ResourceServer, ScopeFormat, TokenForm, TokenStatus
+from as_server.errors import TooManyRequests
+from as_server.models import (
+    AuditEntry,
+    Client,
+    IssuedToken,
+    PopKeyType,
+    ResourceServer,
+    ScopeFormat,
+    TokenForm,
+    TokenStatus,
+)
 from as_server.storage.base import DuplicateError, Storage
 from as_server.tokens import token_hash
 from policies.base import AccessPolicy, AccessRequest, Decision
 
-__all__ = ["PROFILE_PREFERENCE", "TokenEndpoint", "exi_cti"]
+if TYPE_CHECKING:
+    from as_server.consent import ConsentService
+
+__all__ = ["PROFILE_PREFERENCE", "GrantHandler", "IssueRequest", "Issued", "Rebind", "TokenEndpoint", "exi_cti"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +200,7 @@ class _Mode(Enum):
     GENERATE = "generate"  # no req_cnf: the AS generates symmetric material (RFC 9200 §5.8.1)
     KEY = "key"  # the client's public key, by value or as its registered key
     KID = "kid"  # the key of an earlier token, by reference (RFC 9203 §3.1, RFC 9202 §4)
+    REBIND = "rebind"  # the key of an earlier token, by value (refresh after that token is gone, RFC 9200 §5.8.1)
     UNKNOWN_KID = "unknown kid"  # a kid that names nothing; which error depends on the profile
 
 
@@ -180,7 +210,64 @@ class _Pop:
     key_type: PopKeyType | None = None  # None: not known (kid-only chains, unknown kid)
     key: CoseKey | None = None  # _Mode.KEY: the public key to bind, with a kid
     kid: bytes | None = None  # _Mode.KID / UNKNOWN_KID
-    previous: IssuedToken | None = None  # _Mode.KID: the token whose key is re-bound
+    previous: IssuedToken | None = None  # _Mode.KID / REBIND: the token whose key is re-bound
+    cnf: Confirmation | None = None  # _Mode.REBIND: the key by value (a symmetric key or OSCORE material)
+
+
+@dataclass(frozen=True, slots=True)
+class Rebind:
+    """Bind a new token to the PoP key of an earlier one (RFC 9200 §5.8.1: a refreshed token keeps the key).
+
+    :param previous: the latest token bound to the key. While it is active and unexpired the RS still holds the key,
+        so the new token names it by ``kid`` (as an update of access rights does, RFC 9203 §3.1, RFC 9202 §4).
+    :param holder: a token whose ``cnf`` carries the key by value (OSCORE material, a symmetric or public COSE_Key);
+        used when ``previous`` has expired or was revoked, since the RS has then dropped the key (RFC 9200 §5.10.1).
+    """
+
+    previous: IssuedToken
+    holder: IssuedToken
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssueRequest:
+    """What a grant handler has settled before the shared issuance (:meth:`TokenEndpoint.issue`).
+
+    :param client: the authenticated (or, for a public client, identified) client.
+    :param audience: the audience; ``None``: the client's default.
+    :param scope: the requested scope as carried in the request (text, or AIF bytes); ``None``: the client's default.
+    :param subject: the signed-in user the token is for (its ``sub`` claim), if any.
+    :param subject_groups: the user's groups, for the policy (:attr:`policies.base.AccessRequest.subject_groups`).
+    :param rebind: keep the PoP key of an earlier token instead of reading ``req_cnf`` (refresh).
+    :param ask_consent: record an access request when the policy asks for consent (``False`` for a refresh, which
+        only keeps what was granted: refused with ``invalid_scope``, which the refresh grant reports as
+        ``invalid_grant``).
+    """
+
+    client: Client
+    audience: str | None
+    scope: str | bytes | None
+    subject: str | None = None
+    subject_groups: frozenset[str] = frozenset()
+    rebind: Rebind | None = None
+    ask_consent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """The outcome of :meth:`TokenEndpoint.issue`: the response and the record stored for the token."""
+
+    info: AccessInformation
+    record: IssuedToken
+    decision: Decision
+
+
+class GrantHandler(Protocol):
+    """Handles one grant type at the token endpoint (:meth:`TokenEndpoint.register_grant`); it authenticates the
+    client its own way, then calls :meth:`TokenEndpoint.issue`."""
+
+    def handle(
+        self, request: TokenRequest, credentials: ClientCredentials | None, *, peer: str, now: int
+    ) -> AccessInformation: ...
 
 
 def _key_type(key: CoseKey) -> PopKeyType | None:
@@ -241,6 +328,9 @@ class TokenEndpoint:
     :param clock: seconds since the epoch; read once per request and passed down as ``now``.
     :param random_bytes: ``n`` -> ``n`` random bytes for identifiers and generated keys (``secrets.token_bytes``;
         injectable so that tests can force a collision).
+    :param consent: records access requests when the policy asks for consent; without it such a decision is a
+        plain ``invalid_scope``.
+    :param audit: where refusals are queued for the audit log (none: not recorded).
     """
 
     def __init__(
@@ -252,6 +342,8 @@ class TokenEndpoint:
         limiter: FailureRateLimiter,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        consent: ConsentService | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
         self._storage = storage
@@ -259,6 +351,9 @@ class TokenEndpoint:
         self._limiter = limiter
         self._clock = clock
         self._random = random_bytes
+        self._consent = consent
+        self._audit = audit
+        self._grants: dict[GrantType | int, GrantHandler] = {}
 
     def handle(self, request: TokenRequest, *, credentials: ClientCredentials | None, peer: str) -> AccessInformation:
         """Process a token request (RFC 9200 §5.8.1) and return the Access Information (§5.8.2).
@@ -281,26 +376,115 @@ class TokenEndpoint:
                 client_id,
                 peer,
             )
+            self._audit_refusal(request, client_id, now, f"{exc.code.name.lower()}: {exc.detail or exc.description}")
             raise
+        except TooManyRequests as exc:
+            self._audit_refusal(request, client_id, now, f"rate limited: {exc.detail}")
+            raise
+
+    def _audit_refusal(self, request: TokenRequest, client_id: str | None, now: int, reason: str) -> None:
+        """Queue a ``token.refused`` entry (never blocks; see :mod:`as_server.audit`)."""
+        if self._audit is None:
+            return
+        scope = request.scope
+        self._audit.submit(
+            AuditEntry(
+                at=now,
+                action="token.refused",
+                actor="client:" + (clean_text(client_id) or "") if client_id is not None else "anonymous",
+                client_id=clean_text(client_id),
+                audience=clean_text(request.audience),
+                scope=describe_scope(scope) if isinstance(scope, str | bytes) else None,
+                detail=clean_text(reason, 1000) or "",
+            )
+        )
 
     # -- the steps, in order -----------------------------------------------------------------------------------
 
     def _handle(
         self, request: TokenRequest, credentials: ClientCredentials | None, peer: str, now: int
     ) -> AccessInformation:
+        handler = self._grants.get(request.effective_grant_type)
+        if handler is not None:
+            return handler.handle(request, credentials, peer=peer, now=now)
         client = self._authenticate(request, credentials, peer, now)
         self._check_grant(request, client)
-        rs = self._resource_server(request, client)
-        requested = self._requested_scope(request, client, rs)
+        access = IssueRequest(client=client, audience=request.audience, scope=request.scope)
+        return self.issue(request, access, peer=peer, now=now).info
+
+    # -- grant handlers (issue #5: authorization code and refresh tokens, as_server.oauth) ----------------------
+
+    def register_grant(self, grant_type: GrantType, handler: GrantHandler) -> None:
+        """Serve ``grant_type`` with ``handler`` (``authorization_code``, ``refresh_token``: :mod:`as_server.oauth`).
+
+        Grant types without a handler other than ``client_credentials`` are ``unsupported_grant_type``.
+        """
+        self._grants[grant_type] = handler
+
+    @property
+    def grant_types(self) -> frozenset[GrantType]:
+        """The grant types this endpoint serves (RFC 8414 ``grant_types_supported``)."""
+        return frozenset({GrantType.CLIENT_CREDENTIALS, *(GrantType(g) for g in self._grants)})
+
+    def authenticate_client(
+        self, request: TokenRequest, credentials: ClientCredentials | None, *, peer: str, now: int
+    ) -> Client:
+        """Client authentication with the secret and the failure rate limit (for grant handlers).
+
+        :raises InvalidClient: :raises TooManyRequests: :raises InvalidRequest:
+        """
+        return self._authenticate(request, credentials, peer, now)
+
+    def issue(self, request: TokenRequest, access: IssueRequest, *, peer: str, now: int) -> Issued:
+        """The shared issuance of every grant: audience, scope, policy, lifetime, PoP key, profile, protection.
+
+        The grant handler has authenticated the client and settled who the token is for; ``request`` supplies what
+        the client asks about the token itself (``req_cnf``, ``ace_profile``, ``cnonce``, the form of ``scope``).
+
+        :raises OAuthError: one of the errors in the module table (from the audience on).
+        """
+        client = access.client
+        rs = self._resource_server(access.audience, client)
+        requested = self._requested_scope(access.scope, client, rs)
         decision = self._policy.decide(
-            AccessRequest(client_id=client.client_id, audience=rs.audience, scope=requested, now=now)
+            AccessRequest(
+                client_id=client.client_id,
+                audience=rs.audience,
+                scope=requested,
+                now=now,
+                subject=access.subject,
+                subject_groups=access.subject_groups,
+            )
         )
+        if decision.consent is not None and not decision.permits and self._consent is not None and access.ask_consent:
+            # Issue #5: record (or merge) an access request and refuse with its URI (as_server.consent).
+            self._consent.request_consent(
+                client_id=client.client_id, subject=access.subject, audience=rs.audience, decision=decision, now=now
+            )
         granted = self._granted_scope(requested, decision, rs)
         lifetime = self._lifetime(rs, decision, now)
-        pop = self._requested_pop(request, client, rs, now)
+        if access.rebind is not None:
+            pop = self._rebound_pop(access.rebind, client, now)
+        else:
+            pop = self._requested_pop(request, client, rs, now)
         profile = self._profile(request, client, rs, pop)
-        protect = self._protector(rs, carries_secret=pop.mode is _Mode.GENERATE)
-        return self._issue(request, client, rs, requested, granted, lifetime, pop, profile, protect, now, peer)
+        protect = self._protector(rs, carries_secret=pop.mode in (_Mode.GENERATE, _Mode.REBIND))
+        info, record = self._issue(
+            request,
+            client,
+            rs,
+            requested,
+            granted,
+            lifetime,
+            pop,
+            profile,
+            protect,
+            now,
+            peer,
+            decision.rules,
+            subject=access.subject,
+        )
+        return Issued(info, record, decision)
 
     def _authenticate(
         self, request: TokenRequest, credentials: ClientCredentials | None, peer: str, now: int
@@ -327,16 +511,17 @@ class TokenEndpoint:
 
     @staticmethod
     def _check_grant(request: TokenRequest, client: Client) -> None:
-        """RFC 9200 §5.8.1: ``grant_type`` defaults to ``client_credentials``, the only grant offered here."""
+        """RFC 9200 §5.8.1: ``grant_type`` defaults to ``client_credentials``, served here; grant types with a handler
+        (:meth:`register_grant`) were dispatched before, and any other (``password``: not offered) is unsupported."""
         grant = request.effective_grant_type
         if grant != GrantType.CLIENT_CREDENTIALS:
             raise UnsupportedGrantType("unsupported grant_type", detail=f"grant_type {grant!r}")
         if GrantType.CLIENT_CREDENTIALS not in client.grant_types:
             raise UnauthorizedClient("client may not use client_credentials")
 
-    def _resource_server(self, request: TokenRequest, client: Client) -> ResourceServer:
+    def _resource_server(self, requested: str | None, client: Client) -> ResourceServer:
         """The audience (RFC 9200 §5.8.1, RFC 8693 §2.1): requested, or the client's default."""
-        audience = request.audience if request.audience is not None else client.default_audience
+        audience = requested if requested is not None else client.default_audience
         if not audience:
             raise InvalidRequest("audience missing")
         rs = self._storage.get_resource_server(audience) if audience in client.audiences else None
@@ -345,13 +530,13 @@ class TokenEndpoint:
             raise InvalidRequest("unknown audience", detail=f"audience {audience!r} unknown, disabled or not allowed")
         return rs
 
-    def _requested_scope(self, request: TokenRequest, client: Client, rs: ResourceServer) -> Scope:
+    def _requested_scope(self, requested: str | bytes | None, client: Client, rs: ResourceServer) -> Scope:
         """The scope (RFC 9200 §5.8.1), parsed in the audience's format: AIF (RFC 9237) or text (RFC 6749 §3.3).
 
         For an AIF audience a byte string is ``application/aif+cbor`` and a text string ``application/aif+json``
         (how JSON transports carry it, see :mod:`ace_core.scope`).
         """
-        raw = request.scope if request.scope is not None else client.default_scope
+        raw = requested if requested is not None else client.default_scope
         if raw is None:
             raise InvalidScope("scope missing")  # RFC 6749 §3.3: no default -> invalid scope
         try:
@@ -463,6 +648,38 @@ class TokenEndpoint:
             return _Pop(_Mode.KEY, key_type=key_type, key=key)
         return _Pop(_Mode.UNKNOWN_KID, kid=kid)
 
+    def _rebound_pop(self, rebind: Rebind, client: Client, now: int) -> _Pop:
+        """The PoP key of an earlier token, for a refreshed token (RFC 9200 §5.8.1: "the same PoP key").
+
+        By ``kid`` while the earlier token is active and unexpired (the RS holds the key: RFC 9203 §3.1 update of
+        access rights); by value from ``rebind.holder`` otherwise: OSCORE material or a symmetric key as generated
+        (``cnf`` in the token and in the response), a public key as the client's registered key (with ``rs_cnf``).
+
+        :raises InvalidGrant: no token carries the key by value (a family that began with ``req_cnf`` by ``kid``).
+        """
+        previous, holder = rebind.previous, rebind.holder
+        if previous.pop_kid is None:
+            raise InvalidGrant("the PoP key cannot be kept", detail=f"cti {previous.cti.hex()} has no pop_kid")
+        if previous.status == TokenStatus.ACTIVE and previous.exp > now:
+            key_type = self._previous_key_type(previous)
+            if key_type is not None and key_type not in client.pop_key_types:
+                raise UnsupportedPopKey("key type not allowed for this client", detail=str(key_type))
+            return _Pop(_Mode.KID, key_type=key_type, kid=previous.pop_kid, previous=previous)
+        try:
+            cnf = Confirmation.from_cbor_map(cbor.loads(holder.cnf))
+        except WireFormatError as exc:
+            raise InvalidGrant("the PoP key cannot be kept", detail=f"stored cnf: {exc.detail}") from exc
+        if cnf.cose_key is not None and not cnf.cose_key.is_symmetric:
+            key_type = _key_type(cnf.cose_key)
+            if key_type is None or key_type not in client.pop_key_types:
+                raise UnsupportedPopKey("key type not allowed for this client", detail=str(key_type))
+            return _Pop(_Mode.KEY, key_type=key_type, key=cnf.cose_key)
+        if cnf.osc is None and cnf.cose_key is None:
+            raise InvalidGrant("the PoP key cannot be kept", detail="the holder's cnf has no key by value")
+        if PopKeyType.SYMMETRIC not in client.pop_key_types:
+            raise UnsupportedPopKey("key type not allowed for this client", detail="symmetric")
+        return _Pop(_Mode.REBIND, key_type=PopKeyType.SYMMETRIC, kid=previous.pop_kid, previous=holder, cnf=cnf)
+
     @staticmethod
     def _previous_key_type(previous: IssuedToken) -> PopKeyType | None:
         try:
@@ -490,7 +707,7 @@ class TokenEndpoint:
         candidates = [AceProfile(named)] if named is not None else [p for p in PROFILE_PREFERENCE if p in shared]
         if pop.mode is _Mode.KEY:
             usable = {AceProfile.COAP_DTLS}  # raw public keys: RFC 9202 §3.2
-        elif pop.mode is _Mode.KID:
+        elif pop.mode in (_Mode.KID, _Mode.REBIND):
             assert pop.previous is not None
             usable = {pop.previous.profile} if pop.previous.profile is not None else set()
         else:
@@ -567,7 +784,10 @@ class TokenEndpoint:
         protect: Callable[[cwt.Claims], bytes],
         now: int,
         peer: str,
-    ) -> AccessInformation:
+        rules: tuple[str, ...] = (),
+        *,
+        subject: str | None = None,
+    ) -> tuple[AccessInformation, IssuedToken]:
         scope_claim = granted.encode_cbor_value()
         generated = pop.mode is _Mode.GENERATE
         material_length = _GENERATED_LENGTH[profile] if generated else 0
@@ -596,6 +816,7 @@ class TokenEndpoint:
             cnf, response_cnf, rs_cnf, pop_kid = self._bind(rs, pop, profile, fresh[cti_length:])
             claims = cwt.Claims(
                 iss=self._settings.issuer,
+                sub=subject,  # the signed-in user (authorization code and refresh grants, as_server.oauth)
                 aud=rs.audience,
                 exp=exp_claim,
                 iat=iat_claim,
@@ -618,8 +839,10 @@ class TokenEndpoint:
                 token_hash=token_hash(token),
                 cnf=cbor.dumps(cnf.to_cbor_map()),
                 pop_kid=pop_kid,
+                subject=subject,
                 pop_key_generated=generated,
                 exi=exi_claim,
+                rules=rules,
             )
             try:
                 self._storage.record(record)
@@ -641,7 +864,7 @@ class TokenEndpoint:
             peer,
         )
         unchanged = granted == requested and request.scope is not None
-        return AccessInformation(
+        info = AccessInformation(
             access_token=token,
             token_type=TokenType.POP,
             expires_in=lifetime,
@@ -650,6 +873,7 @@ class TokenEndpoint:
             cnf=response_cnf,
             rs_cnf=rs_cnf,
         )
+        return info, record
 
     @staticmethod
     def _bind(
@@ -682,6 +906,11 @@ class TokenEndpoint:
                 _misconfigured(rs, "public_key is a symmetric key")
             rs_cnf = dict(Confirmation(cose_key=rs.public_key.public()).to_cbor_map())
             return Confirmation(cose_key=pop.key), None, rs_cnf, pop.key.kid
+        if pop.mode is _Mode.REBIND:
+            assert pop.cnf is not None and pop.kid is not None
+            # A refresh after the RS dropped the key: the same material by value, in the token and the response, as
+            # when it was generated (RFC 9203 §3.2), so the client knows the RS derives a new security context.
+            return pop.cnf, dict(pop.cnf.to_cbor_map()), None, pop.kid
         assert pop.mode is _Mode.KID and pop.kid is not None
         # RFC 9203 §3.1 / RFC 9202 §4: the token names the key the RS already holds; the response has no cnf.
         return Confirmation(kid=pop.kid), None, None, pop.kid

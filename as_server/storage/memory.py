@@ -14,13 +14,28 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ace_core.keys import CoseKey
-from as_server.models import Client, IssuedToken, ResourceServer, SigningKey, TokenStatus
+from as_server import audit
+from as_server.models import (
+    AccessRequestStatus,
+    AuditEntry,
+    Client,
+    ConsentRequest,
+    Grant,
+    GrantStatus,
+    Group,
+    IssuedToken,
+    ResourceServer,
+    SigningKey,
+    TokenStatus,
+    User,
+)
 from as_server.sealing import MasterKey
-from as_server.storage.base import DuplicateError, NotFoundError
+from as_server.storage.base import AuditQuery, DuplicateError, NotFoundError, StateError, pending_key
+from as_server.storage.memory_oauth import OAuthMemoryState, OAuthMemoryStore
 
 __all__ = ["MemoryStorage"]
 
@@ -34,7 +49,7 @@ class _Stored:
     seq: int  # insertion order, the tie-breaker for "newest"
 
 
-class MemoryStorage:
+class MemoryStorage(OAuthMemoryStore):
     """:class:`~as_server.storage.base.Storage` in memory.
 
     :param master_key: seal secret key material while stored (see the module documentation).
@@ -53,7 +68,17 @@ class MemoryStorage:
         self._generated_pop_kids: set[tuple[str, str, bytes]] = set()  # of tokens with pop_key_generated
         self._signing_keys: dict[bytes, _Stored] = {}
         self._registry_version: int | None = None
+        self._users: dict[str, User] = {}
+        self._groups: dict[str, Group] = {}
+        self._members: dict[str, set[str]] = {}  # group -> user names
+        self._requests: dict[str, ConsentRequest] = {}  # insertion order = creation order
+        self._pending: dict[str, str] = {}  # pending_key -> request id, while pending
+        self._grants: dict[str, Grant] = {}
+        self._grant_tokens: dict[str, list[bytes]] = {}  # grant id -> ctis issued under it
+        self._audit: list[AuditEntry] = []
+        self._active_grants: tuple[Grant, ...] | None = None  # cached until the next registry write
         self._closed = False
+        self._oauth = OAuthMemoryState()  # authorization codes and refresh tokens (storage.memory_oauth)
 
     def __repr__(self) -> str:
         return f"MemoryStorage(clients={len(self._clients)}, tokens={len(self._tokens)})"
@@ -76,6 +101,25 @@ class MemoryStorage:
     def _bump_registry(self) -> None:
         """Count a registry write (the lock is held)."""
         self._registry_version = (self._registry_version or 0) + 1
+        self._active_grants = None
+
+    def _log(self, *entries: AuditEntry) -> None:
+        """Append audit entries (the lock is held): the same "transaction" as the change they record."""
+        for entry in entries:
+            self._audit.append(dataclasses.replace(entry, seq=len(self._audit) + 1))
+
+    def _revoke_where(self, matches: Callable[[IssuedToken], bool], now: int) -> int:
+        """Revoke every active, unexpired token for which ``matches(token)`` holds (the lock is held)."""
+        count = 0
+        for cti, stored in list(self._tokens.items()):
+            token = stored.record
+            assert isinstance(token, IssuedToken)
+            if token.status == TokenStatus.ACTIVE and token.exp > now and matches(token):
+                self._tokens[cti] = dataclasses.replace(
+                    stored, record=dataclasses.replace(token, status=TokenStatus.REVOKED)
+                )
+                count += 1
+        return count
 
     def registry_version(self) -> int | None:
         """Changes with every write to clients, resource servers or signing keys; ``None`` before the first."""
@@ -114,6 +158,21 @@ class MemoryStorage:
         with self._lock:
             self._check_open()
             return [self._clients[k] for k in sorted(self._clients)]
+
+    def set_client_enabled(self, client_id: str, enabled: bool, *, actor: str, now: int) -> int:
+        """Enable or disable a client; disabling revokes its unexpired tokens. :raises NotFoundError:"""
+        with self._lock:
+            self._check_open()
+            client = self._clients.get(client_id)
+            if client is None:
+                raise NotFoundError(f"no client {client_id!r}")
+            self._clients[client_id] = dataclasses.replace(client, enabled=enabled)
+            revoked = 0 if enabled else self._revoke_where(lambda t: t.client_id == client_id, now)
+            self._bump_registry()
+            action = "client.enabled" if enabled else "client.disabled"
+            detail = "" if enabled else f"{revoked} tokens revoked"
+            self._log(audit.simple_entry(action, actor=actor, at=now, client_id=client_id, detail=detail))
+            return revoked
 
     # -- resource servers ------------------------------------------------------------------------------------
 
@@ -219,6 +278,8 @@ class MemoryStorage:
                 self._by_pop_kid.setdefault((token.client_id, token.audience, token.pop_kid), []).append(token.cti)
             if generated is not None:
                 self._generated_pop_kids.add(generated)
+            for grant_id in token.grant_ids:
+                self._grant_tokens.setdefault(grant_id, []).append(token.cti)
 
     def get_by_cti(self, cti: bytes) -> IssuedToken | None:
         """The token with this ``cti``, or ``None``."""
@@ -284,6 +345,13 @@ class MemoryStorage:
         with self._lock:
             self._check_open()
             return len(self._tokens)
+
+    def tokens_of_grant(self, grant_id: str) -> Sequence[IssuedToken]:
+        """The tokens issued under grant ``grant_id``, newest first."""
+        with self._lock:
+            self._check_open()
+            stored = [self._tokens[cti] for cti in self._grant_tokens.get(grant_id, ())]
+            return [self._load_token(s) for s in self._newest_first(stored)]
 
     # -- signing keys ----------------------------------------------------------------------------------------
 
@@ -353,6 +421,294 @@ class MemoryStorage:
             self._signing_keys[kid] = dataclasses.replace(stored, record=record)
             self._bump_registry()
 
+    # -- users and groups ------------------------------------------------------------------------------------
+
+    def get_user(self, name: str) -> User | None:
+        """The user, or ``None``."""
+        with self._lock:
+            self._check_open()
+            return self._users.get(name)
+
+    def list_users(self) -> Sequence[User]:
+        """Every user, by name."""
+        with self._lock:
+            self._check_open()
+            return [self._users[k] for k in sorted(self._users)]
+
+    def get_group(self, name: str) -> Group | None:
+        """The group, or ``None``."""
+        with self._lock:
+            self._check_open()
+            return self._groups.get(name)
+
+    def list_groups(self) -> Sequence[Group]:
+        """Every group, by name."""
+        with self._lock:
+            self._check_open()
+            return [self._groups[k] for k in sorted(self._groups)]
+
+    def members_of(self, group: str) -> Sequence[str]:
+        """The members of ``group``, sorted."""
+        with self._lock:
+            self._check_open()
+            return sorted(self._members.get(group, ()))
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        """The groups ``user`` is in."""
+        with self._lock:
+            self._check_open()
+            return frozenset(group for group, members in self._members.items() if user in members)
+
+    def add_user(self, user: User, *, actor: str, now: int) -> None:
+        """:raises DuplicateError: the name is taken."""
+        with self._lock:
+            self._check_open()
+            if user.name in self._users:
+                raise DuplicateError(f"user {user.name!r} exists")
+            self._users[user.name] = user
+            self._bump_registry()
+            detail = f"role {user.role}" + ("" if user.enabled else ", disabled")
+            self._log(audit.simple_entry("user.created", actor=actor, at=now, subject=user.name, detail=detail))
+
+    def set_password(self, name: str, password_hash: str, *, actor: str, now: int) -> None:
+        """:raises NotFoundError:"""
+        with self._lock:
+            self._check_open()
+            user = self._users.get(name)
+            if user is None:
+                raise NotFoundError(f"no user {name!r}")
+            self._users[name] = dataclasses.replace(user, password_hash=password_hash)
+            self._log(audit.simple_entry("user.password_changed", actor=actor, at=now, subject=name))
+
+    def set_user_enabled(self, name: str, enabled: bool, *, actor: str, now: int) -> int:
+        """Enable or disable a user; disabling revokes the user's unexpired tokens. :raises NotFoundError:"""
+        with self._lock:
+            self._check_open()
+            user = self._users.get(name)
+            if user is None:
+                raise NotFoundError(f"no user {name!r}")
+            self._users[name] = dataclasses.replace(user, enabled=enabled)
+            revoked = 0 if enabled else self._revoke_where(lambda t: t.subject == name, now)
+            self._bump_registry()
+            action = "user.enabled" if enabled else "user.disabled"
+            detail = "" if enabled else f"{revoked} tokens revoked"
+            self._log(audit.simple_entry(action, actor=actor, at=now, subject=name, detail=detail))
+            return revoked
+
+    def add_group(self, group: Group, *, actor: str, now: int) -> None:
+        """:raises DuplicateError: the name is taken."""
+        with self._lock:
+            self._check_open()
+            if group.name in self._groups:
+                raise DuplicateError(f"group {group.name!r} exists")
+            self._groups[group.name] = group
+            self._members[group.name] = set()
+            self._log(audit.simple_entry("group.created", actor=actor, at=now, detail=f"group {group.name}"))
+
+    def add_member(self, group: str, user: str, *, actor: str, now: int) -> None:
+        """:raises NotFoundError: no such group or user. :raises DuplicateError: already a member."""
+        with self._lock:
+            self._check_open()
+            if group not in self._groups:
+                raise NotFoundError(f"no group {group!r}")
+            if user not in self._users:
+                raise NotFoundError(f"no user {user!r}")
+            if user in self._members[group]:
+                raise DuplicateError(f"{user!r} is already in group {group!r}")
+            self._members[group].add(user)
+            self._log(
+                audit.simple_entry("group.member_added", actor=actor, at=now, subject=user, detail=f"group {group}")
+            )
+
+    def remove_member(self, group: str, user: str, *, actor: str, now: int) -> None:
+        """:raises NotFoundError: no such membership."""
+        with self._lock:
+            self._check_open()
+            if user not in self._members.get(group, ()):
+                raise NotFoundError(f"{user!r} is not in group {group!r}")
+            self._members[group].discard(user)
+            self._log(
+                audit.simple_entry("group.member_removed", actor=actor, at=now, subject=user, detail=f"group {group}")
+            )
+
+    # -- access requests ---------------------------------------------------------------------------------------
+
+    def _expire(self, request: ConsentRequest, now: int) -> ConsentRequest:
+        """``request``, expired first if it is pending and its time is up (the lock is held)."""
+        if request.status != AccessRequestStatus.PENDING or request.expires_at > now:
+            return request
+        expired = dataclasses.replace(
+            request, status=AccessRequestStatus.EXPIRED, decided_at=request.expires_at, decided_by=audit.ACTOR_SYSTEM
+        )
+        self._requests[request.id] = expired
+        self._pending.pop(pending_key(request), None)
+        self._log(audit.request_entry("access_request.expired", expired, actor=audit.ACTOR_SYSTEM, at=now))
+        return expired
+
+    def submit_access_request(self, request: ConsentRequest, *, actor: str) -> tuple[ConsentRequest, bool]:
+        """Record the request or merge it into its pending duplicate (see the Protocol)."""
+        with self._lock:
+            self._check_open()
+            now = request.created_at
+            key = pending_key(request)
+            existing_id = self._pending.get(key)
+            if existing_id is not None:
+                existing = self._expire(self._requests[existing_id], now)
+                if existing.status == AccessRequestStatus.PENDING:
+                    merged = dataclasses.replace(existing, request_count=existing.request_count + 1, updated_at=now)
+                    self._requests[merged.id] = merged
+                    detail = f"asked {merged.request_count} times"
+                    self._log(audit.request_entry("access_request.merged", merged, actor=actor, at=now, detail=detail))
+                    return merged, True
+            if request.id in self._requests:
+                raise DuplicateError("access request id exists")
+            stored = dataclasses.replace(request, status=AccessRequestStatus.PENDING, request_count=1, updated_at=now)
+            self._requests[stored.id] = stored
+            self._pending[key] = stored.id
+            self._log(audit.request_entry("access_request.created", stored, actor=actor, at=now, detail=stored.reason))
+            return stored, False
+
+    def get_access_request(self, request_id: str, *, now: int) -> ConsentRequest | None:
+        """The request (expired first if its time is up), or ``None``."""
+        with self._lock:
+            self._check_open()
+            request = self._requests.get(request_id)
+            return None if request is None else self._expire(request, now)
+
+    def get_access_requests(self, request_ids: Collection[str], *, now: int) -> Sequence[ConsentRequest]:
+        """The existing requests among ``request_ids``."""
+        with self._lock:
+            self._check_open()
+            return [self._expire(self._requests[i], now) for i in request_ids if i in self._requests]
+
+    def expire_access_requests(self, *, now: int) -> Sequence[ConsentRequest]:
+        """Expire the pending requests whose time is up."""
+        with self._lock:
+            self._check_open()
+            due = [
+                r for r in self._requests.values() if r.status == AccessRequestStatus.PENDING and r.expires_at <= now
+            ]
+            return [self._expire(r, now) for r in due]
+
+    def list_access_requests(
+        self, *, now: int, status: AccessRequestStatus | None = None, limit: int = 100
+    ) -> Sequence[ConsentRequest]:
+        """Newest first (expiring first)."""
+        with self._lock:
+            self._check_open()
+            self.expire_access_requests(now=now)
+            found = [r for r in reversed(self._requests.values()) if status is None or r.status == status]
+            return sorted(found, key=lambda r: r.created_at, reverse=True)[: max(limit, 0)]
+
+    def _pending_request(self, request_id: str, now: int) -> ConsentRequest:
+        request = self._requests.get(request_id)
+        if request is None:
+            raise NotFoundError(f"no access request {request_id!r}")
+        request = self._expire(request, now)
+        if request.status != AccessRequestStatus.PENDING:
+            raise StateError(f"access request {request_id!r} is {request.status}")
+        return request
+
+    def approve_access_request(self, request_id: str, grant: Grant, *, actor: str, now: int, note: str = "") -> None:
+        """Approve and store the grant (see the Protocol)."""
+        with self._lock:
+            self._check_open()
+            request = self._pending_request(request_id, now)
+            if grant.id in self._grants:
+                raise DuplicateError(f"grant {grant.id!r} exists")
+            approved = dataclasses.replace(
+                request, status=AccessRequestStatus.APPROVED, decided_at=now, decided_by=actor, note=note
+            )
+            self._requests[request_id] = approved
+            self._pending.pop(pending_key(request), None)
+            self._grants[grant.id] = grant
+            self._bump_registry()
+            self._log(
+                audit.request_entry(
+                    "access_request.approved", approved, actor=actor, at=now, detail=audit.approval_detail(grant, note)
+                ),
+                audit.grant_entry("grant.created", grant, actor=actor, at=now, detail=audit.describe_grant(grant)),
+            )
+
+    def deny_access_request(self, request_id: str, *, actor: str, now: int, note: str = "") -> None:
+        """Deny (see the Protocol)."""
+        with self._lock:
+            self._check_open()
+            request = self._pending_request(request_id, now)
+            denied = dataclasses.replace(
+                request, status=AccessRequestStatus.DENIED, decided_at=now, decided_by=actor, note=note
+            )
+            self._requests[request_id] = denied
+            self._pending.pop(pending_key(request), None)
+            self._log(audit.request_entry("access_request.denied", denied, actor=actor, at=now, detail=note))
+
+    # -- grants ------------------------------------------------------------------------------------------------
+
+    def active_grants(self) -> Sequence[Grant]:
+        """Grants not revoked and not for a disabled user, in creation order (cached until a registry write)."""
+        with self._lock:
+            self._check_open()
+            if self._active_grants is None:
+                self._active_grants = tuple(
+                    g
+                    for g in self._grants.values()
+                    if g.status == GrantStatus.ACTIVE
+                    and (g.subject is None or g.subject not in self._users or self._users[g.subject].enabled)
+                )
+            return self._active_grants
+
+    def get_grant(self, grant_id: str) -> Grant | None:
+        """The grant, or ``None``."""
+        with self._lock:
+            self._check_open()
+            return self._grants.get(grant_id)
+
+    def list_grants(self, *, status: GrantStatus | None = None, limit: int = 100) -> Sequence[Grant]:
+        """Newest first."""
+        with self._lock:
+            self._check_open()
+            found = [g for g in reversed(self._grants.values()) if status is None or g.status == status]
+            return sorted(found, key=lambda g: g.created_at, reverse=True)[: max(limit, 0)]
+
+    def revoke_grant(self, grant_id: str, *, actor: str, now: int) -> int:
+        """Revoke the grant and its active tokens. :raises NotFoundError: :raises StateError:"""
+        with self._lock:
+            self._check_open()
+            grant = self._grants.get(grant_id)
+            if grant is None:
+                raise NotFoundError(f"no grant {grant_id!r}")
+            if grant.status != GrantStatus.ACTIVE:
+                raise StateError(f"grant {grant_id!r} is already revoked")
+            revoked_grant = dataclasses.replace(grant, status=GrantStatus.REVOKED, revoked_at=now, revoked_by=actor)
+            self._grants[grant_id] = revoked_grant
+            ctis = set(self._grant_tokens.get(grant_id, ()))
+            count = self._revoke_where(lambda t: t.cti in ctis, now)
+            self._bump_registry()
+            self._log(
+                audit.grant_entry("grant.revoked", revoked_grant, actor=actor, at=now, detail=f"{count} tokens revoked")
+            )
+            return count
+
+    # -- audit -------------------------------------------------------------------------------------------------
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries."""
+        with self._lock:
+            self._check_open()
+            self._log(*entries)
+
+    def list_audit(self, query: AuditQuery) -> Sequence[AuditEntry]:
+        """The audit entries and the issued tokens (as ``token.issued``) matching ``query``, newest first."""
+        with self._lock:
+            self._check_open()
+            found = [e for e in self._audit if audit.entry_matches(e, query)]
+            if audit.action_matches("token.issued", query.action):
+                for stored in self._tokens.values():
+                    entry = audit.issued_entry(self._load_token(stored))
+                    if audit.entry_matches(entry, query):
+                        found.append(entry)
+            return audit.newest_first(found, query.limit)
+
     def close(self) -> None:
         """Drop everything; later calls raise ``RuntimeError``. Idempotent."""
         with self._lock:
@@ -365,3 +721,11 @@ class MemoryStorage:
             self._by_pop_kid.clear()
             self._generated_pop_kids.clear()
             self._signing_keys.clear()
+            self._users.clear()
+            self._groups.clear()
+            self._members.clear()
+            self._requests.clear()
+            self._pending.clear()
+            self._grants.clear()
+            self._grant_tokens.clear()
+            self._audit.clear()

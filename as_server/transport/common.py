@@ -14,6 +14,10 @@ exception                                       status      body
 :class:`~ace_core.errors.PayloadTooLarge`       4.13 / 413  ``invalid_request``; Size1 on CoAP (RFC 7252 §5.10.9)
 :class:`UnsupportedContentFormat`               4.15 / 415  ``invalid_request``
 :class:`~ace_core.errors.WireFormatError`       4.00 / 400  ``invalid_request``, fixed text (never the parser's)
+:class:`~as_server.errors.ConsentPending`       4.00 / 400  ``invalid_scope`` with ``error_uri`` =
+                                                            ``<this transport's base URI>/access-requests/<id>``
+:class:`~as_server.errors.ApiError`             its HTTP    ``{"error", "error_description"}`` (the consent API;
+                                                status      4.04 without payload on CoAP)
 any other :class:`~ace_core.errors.AceError`    its status  none
 anything else                                   5.00 / 500  none (the traceback is logged, never sent)
 ==============================================  ==========  ======================================================
@@ -30,7 +34,7 @@ from ace_core.messages import AccessInformation, ErrorResponse, IntrospectionReq
 from ace_core.registry import TokenParam
 from ace_core.status import Status
 from as_server.auth import METHOD_PAYLOAD, METHOD_POST, ClientCredentials, select_credentials
-from as_server.errors import Forbidden, TooManyRequests
+from as_server.errors import ApiError, ConsentPending, Forbidden, TooManyRequests
 from as_server.tokens import json_scope
 
 __all__ = [
@@ -68,20 +72,31 @@ class ErrorOutcome:
     :param body: the error response to send, or ``None`` for an empty payload.
     :param retry_after: seconds before the client may retry (4.29 Max-Age, 429 Retry-After).
     :param size_limit: the largest acceptable request (4.13 Size1, RFC 7252 §5.10.9).
+    :param api_body: the JSON body of a consent API error (:class:`~as_server.errors.ApiError`), with
+        :attr:`http_status` (409 has no CoAP counterpart in :class:`~ace_core.status.Status`).
     """
 
     status: Status
     body: ErrorResponse | None = None
     retry_after: int | None = None
     size_limit: int | None = None
+    api_body: dict[str, str] | None = None
+    http_status: int | None = None
 
 
-def error_outcome(exc: BaseException, *, max_payload: int) -> ErrorOutcome:
+def error_outcome(exc: BaseException, *, max_payload: int, base_uri: str | None = None) -> ErrorOutcome:
     """Translate an exception raised while serving a request into its :class:`ErrorOutcome` (see module table).
 
     Non-:class:`~ace_core.errors.AceError` exceptions are programming or infrastructure errors: they are logged
     here with their traceback and become 5.00 / 500 with no detail on the wire.
+
+    :param base_uri: the transport's own base URI (``coap://host:port``, ``http://host:port``), for the
+        ``error_uri`` of :class:`~as_server.errors.ConsentPending`.
     """
+    if isinstance(exc, ConsentPending) and base_uri is not None:
+        exc = exc.with_uri(base_uri)
+    if isinstance(exc, ApiError):
+        return ErrorOutcome(exc.status, api_body=exc.to_json(), http_status=exc.http_status)
     if isinstance(exc, TooManyRequests):
         return ErrorOutcome(Status.TOO_MANY_REQUESTS, retry_after=max(0, int(exc.retry_after)))
     if isinstance(exc, Forbidden):

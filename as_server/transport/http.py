@@ -10,6 +10,13 @@
 * ``POST /introspect`` -- RFC 9200 §5.9 / RFC 7662 §2 with the same three body formats.
 * ``GET /.well-known/oauth-authorization-server`` -- the RFC 8414 metadata document (and the RFC 8414 §3 form
   with the issuer's path appended).
+* ``GET``/``POST /authorize`` -- the authorization endpoint with its sign-in page, for apps signing users in
+  (RFC 6749 §4.1, issue #5; :mod:`as_server.transport.authorize`). The code and refresh grants are served by
+  ``POST /token`` like any other.
+* ``GET /access-requests/<id>`` and the approvers' API under ``/consent/`` -- the consent workflow (issue #5), JSON,
+  framework-free in :mod:`as_server.endpoints.consent` (which lists the routes). A token request refused for
+  consent carries ``error_uri`` = ``<base>/access-requests/<id>``, where ``<base>`` is
+  :attr:`Settings.http_base_url` when configured, else the scheme and host the request was made to.
 
 **Response family.** A CBOR request gets ``application/ace+cbor`` answers; every other request (form, JSON, or an
 unreadable one) gets ``application/json`` (RFC 6749 §5.1). Success is 200 (RFC 6749 §5.1, RFC 7662 §2.2; CoAP's
@@ -47,17 +54,21 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
-from ace_core.errors import InvalidClient, PayloadTooLarge, WireFormatError
+from ace_core.errors import InvalidClient, OAuthError, PayloadTooLarge, UnsupportedGrantType, WireFormatError
 from ace_core.messages import (
     AccessInformation,
     ErrorResponse,
     IntrospectionRequest,
     IntrospectionResponse,
     TokenRequest,
+    parse_json,
 )
+from ace_core.registry import GrantType
 from ace_core.status import Status
-from as_server.app import INTROSPECTION_PATH, TOKEN_PATH, AuthorizationServer
+from as_server.app import ACCESS_REQUESTS_PATH, INTROSPECTION_PATH, TOKEN_PATH, AuthorizationServer
 from as_server.auth import METHOD_BASIC, METHOD_POST, ClientCredentials
+from as_server.errors import ApiBadRequest, ApiUnauthorized, ApiUnsupportedMediaType
+from as_server.transport import authorize
 from as_server.transport.common import (
     ACE_CBOR,
     UnsupportedContentFormat,
@@ -77,6 +88,9 @@ JSON: Final = "application/json"
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: RFC 9110 §11.6.1 challenge for the one scheme the endpoints accept.
 CHALLENGE: Final = 'Basic realm="ostiary"'
+#: The ``grant_type`` names of RFC 9200 §5.8.4.1 Table 4 (the registry's member names, as ace_core.messages writes
+#: them); any other name is ``unsupported_grant_type`` (:func:`_refuse_unknown_grant_name`).
+GRANT_TYPE_NAMES: Final = frozenset(g.name.lower() for g in GrantType)
 #: Far more than any ACE request has; bounds the work of parsing a hostile form body.
 MAX_FORM_FIELDS: Final = 64
 
@@ -97,6 +111,9 @@ def create_app(server: AuthorizationServer) -> Flask:
         TRAP_HTTP_EXCEPTIONS=False,
     )
     app.extensions["ostiary.authorization_server"] = server
+    # A path with "//" is unknown (404), not redirected to its merged form (Werkzeug's default, a 308): an API
+    # answers what it was asked or says why not.
+    app.url_map.merge_slashes = False
 
     @app.post(TOKEN_PATH)
     def token() -> Response:
@@ -104,12 +121,16 @@ def create_app(server: AuthorizationServer) -> Flask:
         kind = _request_kind()
         body = _read_body(max_payload)
         token_request: TokenRequest
-        if kind == ACE_CBOR:
-            token_request = TokenRequest.from_cbor(body, max_size=max_payload)
-        elif kind == JSON:
-            token_request = TokenRequest.from_json_bytes(body, max_size=max_payload)
-        else:
-            token_request = TokenRequest.from_form(_parse_form(body), max_size=max_payload)
+        try:
+            if kind == ACE_CBOR:
+                token_request = TokenRequest.from_cbor(body, max_size=max_payload)
+            elif kind == JSON:
+                token_request = TokenRequest.from_json_bytes(body, max_size=max_payload)
+            else:
+                token_request = TokenRequest.from_form(_parse_form(body), max_size=max_payload)
+        except WireFormatError:
+            _refuse_unknown_grant_name(body, kind, max_payload)
+            raise
         credentials, moved = _basic_or_post(token_request.client_id, token_request.client_secret, kind)
         if moved:
             token_request = dataclasses.replace(token_request, client_secret=None)
@@ -142,6 +163,60 @@ def create_app(server: AuthorizationServer) -> Flask:
     for i, path in enumerate(server.metadata_paths):
         app.add_url_rule(path, endpoint=f"metadata_{i}", view_func=metadata, methods=["GET"])
 
+    # Issue #5, apps signing users in: GET/POST /authorize and its sign-in page (as_server.transport.authorize).
+    authorize.install(app, server)
+
+    api = server.consent_api
+
+    @app.get(ACCESS_REQUESTS_PATH + "/<request_id>")
+    def access_request(request_id: str) -> Response:
+        """The access request's state, for the app that made it (the id is the capability; issue #5)."""
+        g.ace_kind = JSON
+        return _json(200, api.poll(request_id))
+
+    @app.get("/consent/requests")
+    def consent_requests() -> Response:
+        g.ace_kind = JSON
+        return _json(200, api.list_requests(_user_credentials(), _query(), peer=_peer()))
+
+    @app.get("/consent/requests/<request_id>")
+    def consent_request(request_id: str) -> Response:
+        g.ace_kind = JSON
+        return _json(200, api.show_request(_user_credentials(), request_id, peer=_peer()))
+
+    @app.post("/consent/requests/<request_id>/approve")
+    def consent_approve(request_id: str) -> Response:
+        g.ace_kind = JSON
+        body = _api_body(max_payload)
+        return _json(200, api.approve(_user_credentials(), request_id, body, peer=_peer()))
+
+    @app.post("/consent/requests/<request_id>/deny")
+    def consent_deny(request_id: str) -> Response:
+        g.ace_kind = JSON
+        body = _api_body(max_payload)
+        return _json(200, api.deny(_user_credentials(), request_id, body, peer=_peer()))
+
+    @app.get("/consent/grants")
+    def consent_grants() -> Response:
+        g.ace_kind = JSON
+        return _json(200, api.list_grants(_user_credentials(), _query(), peer=_peer()))
+
+    @app.get("/consent/grants/<grant_id>")
+    def consent_grant(grant_id: str) -> Response:
+        g.ace_kind = JSON
+        return _json(200, api.show_grant(_user_credentials(), grant_id, peer=_peer()))
+
+    @app.post("/consent/grants/<grant_id>/revoke")
+    def consent_revoke(grant_id: str) -> Response:
+        g.ace_kind = JSON
+        _api_body(max_payload)  # no fields, but a body that is not JSON is still refused
+        return _json(200, api.revoke(_user_credentials(), grant_id, peer=_peer()))
+
+    configured_base = server.settings.http_base_url.rstrip("/")
+
+    def base_uri() -> str:
+        return configured_base or request.host_url.rstrip("/")
+
     @app.errorhandler(Exception)
     def _on_error(exc: Exception) -> BaseResponse:
         """The one catch site of this transport (STYLE §3.3)."""
@@ -150,11 +225,11 @@ def create_app(server: AuthorizationServer) -> Flask:
             if isinstance(exc, RequestEntityTooLarge):
                 return _error(PayloadTooLarge("body over MAX_CONTENT_LENGTH"), kind, max_payload)
             if isinstance(exc, InternalServerError):  # Flask wraps what escaped a view or this handler
-                return _error(exc.original_exception or exc, kind, max_payload)
+                return _error(exc.original_exception or exc, kind, max_payload, base_uri())
             if isinstance(exc, BadRequest) and exc.code == 400:
                 return _error(WireFormatError("Werkzeug refused the request"), kind, max_payload)
             return _http_error(exc)
-        return _error(exc, kind, max_payload)
+        return _error(exc, kind, max_payload, base_uri())
 
     return app
 
@@ -188,6 +263,22 @@ def _read_body(max_payload: int) -> bytes:
     if len(body) > max_payload:
         raise PayloadTooLarge(f"chunked body over {max_payload}")
     return body
+
+
+def _refuse_unknown_grant_name(body: bytes, kind: str, max_payload: int) -> None:
+    """A ``grant_type`` name outside RFC 9200 §5.8.4.1 Table 4 (``urn:...:device_code``, ``implicit``, ...) is
+    ``unsupported_grant_type`` (RFC 6749 §5.2), not a malformed request: the message layer cannot represent an unknown
+    name, so the failed parse is looked at again here (only then: the successful path pays nothing).
+
+    :raises UnsupportedGrantType: the body names a grant type that has no registered name.
+    """
+    try:
+        fields = parse_json(body, max_size=max_payload) if kind == JSON else _parse_form(body) if kind == FORM else {}
+    except WireFormatError:
+        return
+    name = fields.get("grant_type") if isinstance(fields, dict) else None
+    if isinstance(name, str) and name not in GRANT_TYPE_NAMES:
+        raise UnsupportedGrantType("unsupported grant_type", detail=f"grant_type {name[:60]!r}")
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
@@ -265,6 +356,54 @@ def _peer() -> str:
     return request.remote_addr or ""
 
 
+def _user_credentials() -> ClientCredentials | None:
+    """An approver's user name and password from ``Authorization: Basic`` (RFC 7617), or ``None``.
+
+    :raises ApiUnauthorized: another scheme, or a value that does not decode.
+    """
+    try:
+        basic = _basic_credentials()
+    except OAuthError:
+        raise ApiUnauthorized("malformed credentials") from None
+    return None if basic is None else ClientCredentials(basic[0], basic[1], METHOD_BASIC)
+
+
+def _query() -> dict[str, str]:
+    """The query parameters; a repeated one is refused."""
+    args = request.args
+    if any(len(args.getlist(key)) > 1 for key in args):
+        raise ApiBadRequest("a query parameter is repeated")
+    return {key: args[key] for key in args}
+
+
+def _api_body(max_payload: int) -> dict[str, Any]:
+    """The JSON object of a consent API request (an empty body is ``{}``).
+
+    :raises ApiUnsupportedMediaType: a body that is not ``application/json``.
+    :raises ApiBadRequest: malformed JSON, or JSON that is not an object.
+    """
+    body = _read_body(max_payload)
+    if not body:
+        return {}
+    if request.mimetype != JSON:
+        raise ApiUnsupportedMediaType("the body must be application/json")
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiBadRequest("the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiBadRequest("the body must be a JSON object")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json(status: int, value: Any) -> Response:
+    return _response(status, json.dumps(value, separators=(",", ":"), sort_keys=True).encode(), JSON)
+
+
 # --- response side --------------------------------------------------------------------------------------------
 
 
@@ -283,14 +422,18 @@ def _response(status: int, body: bytes, content_type: str | None, headers: dict[
     return response
 
 
-def _error(exc: BaseException, kind: str, max_payload: int) -> Response:
+def _error(exc: BaseException, kind: str, max_payload: int, base_uri: str | None = None) -> Response:
     """Render an exception as the HTTP response of :func:`error_outcome`."""
-    outcome = error_outcome(exc, max_payload=max_payload)
+    outcome = error_outcome(exc, max_payload=max_payload, base_uri=base_uri)
     headers: dict[str, str] = {}
     if outcome.status == Status.UNAUTHORIZED:
         headers["WWW-Authenticate"] = CHALLENGE
     if outcome.retry_after is not None:
         headers["Retry-After"] = str(outcome.retry_after)
+    if outcome.api_body is not None:
+        assert outcome.http_status is not None
+        body = json.dumps(outcome.api_body, separators=(",", ":")).encode()
+        return _response(outcome.http_status, body, JSON, headers)
     if outcome.status == Status.INTERNAL_SERVER_ERROR:
         body = json.dumps(generic_server_error(), separators=(",", ":")).encode()
         return _response(500, body, JSON, headers)

@@ -159,6 +159,9 @@ def _empty_postgres_tables(url: str) -> None:
     try:
         with engine.begin() as conn:
             names = ", ".join(table.name for table in metadata.sorted_tables)
+            # The audit log refuses TRUNCATE (revision 0004); the table owner may lift that for a test database.
+            conn.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_truncate"))
             conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY"))
+            conn.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_truncate"))
     finally:
         engine.dispose()

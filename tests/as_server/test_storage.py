@@ -520,7 +520,7 @@ def test_upgrade_from_0001_keeps_the_tokens(sql_url: str, master_key: MasterKey,
         with engine.begin() as conn:
             command.upgrade(alembic_config(conn), "0001")
         with engine.begin() as conn:
-            later = {"pop_key_generated", "exi"}  # added by revisions 0002 and 0003
+            later = {"pop_key_generated", "exi", "rules"}  # added by revisions 0002, 0003 and 0004
             assert later <= set(TOKEN_COLUMNS)
             every = dict(zip(TOKEN_COLUMNS, token_values(old, master_key), strict=True))
             values = {c: v for c, v in every.items() if c not in later}
@@ -555,6 +555,7 @@ def test_upgrade_from_0002_gives_existing_resource_servers_the_defaults(
             _insert(conn, "resource_servers", row)
             values = dict(zip(TOKEN_COLUMNS, token_values(old, master_key), strict=True))
             assert values.pop("exi") is None
+            assert values.pop("rules") is None  # revision 0004
             _insert(conn, "issued_tokens", values)
     finally:
         engine.dispose()

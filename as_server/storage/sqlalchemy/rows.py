@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 from ace_core.keys import ALGORITHM_NAMES, CoseKey, algorithm_from_name
 from ace_core.registry import AceProfile, CoseAlgorithm, GrantType
 from as_server.models import (
+    AccessRequestStatus,
+    AuditEntry,
     Client,
+    ConsentRequest,
+    Grant,
+    GrantStatus,
+    Group,
     IssuedToken,
     PopKeyType,
     ResourceServer,
@@ -23,14 +29,24 @@ from as_server.models import (
     SigningKey,
     TokenForm,
     TokenStatus,
+    User,
+    UserRole,
 )
 from as_server.sealing import MasterKey, SealingError
 
 __all__ = [
     "CorruptRecordError",
     "aad",
+    "access_request_from_row",
+    "access_request_to_row",
+    "audit_from_row",
+    "audit_to_row",
     "client_from_row",
     "client_to_row",
+    "grant_from_row",
+    "grant_to_row",
+    "group_from_row",
+    "group_to_row",
     "open_sealed",
     "resource_server_from_row",
     "resource_server_to_row",
@@ -38,7 +54,10 @@ __all__ = [
     "signing_key_to_row",
     "TOKEN_COLUMNS",
     "token_from_row",
+    "token_grant_values",
     "token_values",
+    "user_from_row",
+    "user_to_row",
 ]
 
 Row = Mapping[Any, Any]  # a RowMapping: column names as keys
@@ -88,6 +107,15 @@ def open_sealed(master_key: MasterKey, blob: bytes, table: str, column: str, key
 
 def _names(values: Iterable[str]) -> str:
     return json.dumps(sorted(values), separators=(",", ":"))
+
+
+def _json_list(values: Iterable[str]) -> str:
+    """An ordered list of strings as a JSON array (order matters: rules and approvers are in decision order)."""
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _parse_list(text: str, column: str) -> list[str]:
+    return _parse_names(text, column)
 
 
 def _parse_names(text: str, column: str) -> list[str]:
@@ -153,6 +181,8 @@ def client_to_row(client: Client) -> dict[str, Any]:
         "default_scope_bin": binary,
         "enabled": client.enabled,
         "created_at": client.created_at,
+        "redirect_uris": _json_list(client.redirect_uris),  # revision 0005
+        "public": client.public,
     }
 
 
@@ -179,6 +209,8 @@ def client_from_row(row: Row) -> Client:
         default_scope=_join(row["default_scope_text"], row["default_scope_bin"]),
         enabled=bool(row["enabled"]),
         created_at=row["created_at"],
+        redirect_uris=tuple(_parse_list(row["redirect_uris"], "clients.redirect_uris")),
+        public=bool(row["public"]),
     )
 
 
@@ -262,6 +294,7 @@ TOKEN_COLUMNS = (
     "status",
     "pop_key_generated",
     "exi",
+    "rules",
 )
 _CNF_AAD = aad("issued_tokens", "cnf_sealed", b"")
 
@@ -293,7 +326,13 @@ def token_values(token: IssuedToken, master_key: MasterKey) -> tuple[Any, ...]:
         token.status.value,
         True if token.pop_key_generated else None,  # TRUE or NULL, never FALSE (tables.py)
         token.exi,
+        _json_list(token.rules) if token.rules else None,
     )
+
+
+def token_grant_values(token: IssuedToken) -> tuple[tuple[str, bytes], ...]:
+    """The ``token_grants`` rows of ``token``: ``(grant_id, cti)`` per grant it was issued under (usually none)."""
+    return tuple((grant_id, token.cti) for grant_id in token.grant_ids)
 
 
 def token_from_row(row: Row, master_key: MasterKey) -> IssuedToken:
@@ -319,6 +358,7 @@ def token_from_row(row: Row, master_key: MasterKey) -> IssuedToken:
         status=_str_enum(TokenStatus, row["status"], "issued_tokens.status"),
         pop_key_generated=bool(row["pop_key_generated"]),
         exi=row["exi"],
+        rules=() if row["rules"] is None else tuple(_parse_list(row["rules"], "issued_tokens.rules")),
     )
 
 
@@ -351,4 +391,188 @@ def signing_key_from_row(row: Row, master_key: MasterKey) -> SigningKey:
         created_at=row["created_at"],
         retired_at=row["retired_at"],
         retire_after=row["retire_after"],
+    )
+
+
+# -- users and groups ------------------------------------------------------------------------------------------
+
+
+def user_to_row(user: User) -> dict[str, Any]:
+    """The ``users`` row of ``user`` (the password only as its Argon2id hash)."""
+    return {
+        "name": user.name,
+        "password_hash": user.password_hash,
+        "display_name": user.display_name,
+        "role": user.role.value,
+        "enabled": user.enabled,
+        "created_at": user.created_at,
+    }
+
+
+def user_from_row(row: Row) -> User:
+    """Inverse of :func:`user_to_row`. :raises CorruptRecordError:"""
+    return User(
+        name=row["name"],
+        password_hash=row["password_hash"],
+        display_name=row["display_name"],
+        role=_str_enum(UserRole, row["role"], "users.role"),
+        enabled=bool(row["enabled"]),
+        created_at=row["created_at"],
+    )
+
+
+def group_to_row(group: Group) -> dict[str, Any]:
+    """The ``user_groups`` row of ``group``."""
+    return {"name": group.name, "description": group.description, "created_at": group.created_at}
+
+
+def group_from_row(row: Row) -> Group:
+    """Inverse of :func:`group_to_row`."""
+    return Group(name=row["name"], description=row["description"], created_at=row["created_at"])
+
+
+# -- access requests and grants --------------------------------------------------------------------------------
+
+
+def access_request_to_row(request: ConsentRequest, pending_key: str | None) -> dict[str, Any]:
+    """The ``access_requests`` row of ``request``; ``pending_key`` while it is pending, else ``None``."""
+    text, binary = _split(request.scope, "scope")
+    return {
+        "id": request.id,
+        "client_id": request.client_id,
+        "subject": request.subject,
+        "audience": request.audience,
+        "scope_text": text,
+        "scope_bin": binary,
+        "reason": request.reason,
+        "approvers": _json_list(request.approvers),
+        "rules": _json_list(request.rules),
+        "requested_from": request.requested_from,
+        "requested_until": request.requested_until,
+        "status": request.status.value,
+        "created_at": request.created_at,
+        "updated_at": request.updated_at,
+        "request_count": request.request_count,
+        "expires_at": request.expires_at,
+        "decided_at": request.decided_at,
+        "decided_by": request.decided_by,
+        "note": request.note,
+        "pending_key": pending_key,
+    }
+
+
+def access_request_from_row(row: Row) -> ConsentRequest:
+    """Inverse of :func:`access_request_to_row`. :raises CorruptRecordError:"""
+    scope = _join(row["scope_text"], row["scope_bin"])
+    if scope is None:  # pragma: no cover - the one_scope CHECK constraint prevents it
+        raise CorruptRecordError("access_requests: no scope")
+    return ConsentRequest(
+        id=row["id"],
+        client_id=row["client_id"],
+        subject=row["subject"],
+        audience=row["audience"],
+        scope=scope,
+        reason=row["reason"],
+        approvers=tuple(_parse_list(row["approvers"], "access_requests.approvers")),
+        rules=tuple(_parse_list(row["rules"], "access_requests.rules")),
+        requested_from=row["requested_from"],
+        requested_until=row["requested_until"],
+        status=_str_enum(AccessRequestStatus, row["status"], "access_requests.status"),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        request_count=row["request_count"],
+        expires_at=row["expires_at"],
+        decided_at=row["decided_at"],
+        decided_by=row["decided_by"],
+        note=row["note"],
+    )
+
+
+def grant_to_row(grant: Grant) -> dict[str, Any]:
+    """The ``grants`` row of ``grant``."""
+    text, binary = _split(grant.scope, "scope")
+    return {
+        "id": grant.id,
+        "request_id": grant.request_id,
+        "client_id": grant.client_id,
+        "subject": grant.subject,
+        "audience": grant.audience,
+        "scope_text": text,
+        "scope_bin": binary,
+        "valid_from": grant.valid_from,
+        "valid_until": grant.valid_until,
+        "windows": _json_list(grant.windows),
+        "timezone": grant.timezone,
+        "max_lifetime": grant.max_lifetime,
+        "approvers": _json_list(grant.approvers),
+        "created_at": grant.created_at,
+        "created_by": grant.created_by,
+        "status": grant.status.value,
+        "revoked_at": grant.revoked_at,
+        "revoked_by": grant.revoked_by,
+    }
+
+
+def grant_from_row(row: Row) -> Grant:
+    """Inverse of :func:`grant_to_row`. :raises CorruptRecordError:"""
+    scope = _join(row["scope_text"], row["scope_bin"])
+    if scope is None:  # pragma: no cover - the one_scope CHECK constraint prevents it
+        raise CorruptRecordError("grants: no scope")
+    return Grant(
+        id=row["id"],
+        request_id=row["request_id"],
+        client_id=row["client_id"],
+        subject=row["subject"],
+        audience=row["audience"],
+        scope=scope,
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        windows=tuple(_parse_list(row["windows"], "grants.windows")),
+        timezone=row["timezone"],
+        max_lifetime=row["max_lifetime"],
+        approvers=tuple(_parse_list(row["approvers"], "grants.approvers")),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        status=_str_enum(GrantStatus, row["status"], "grants.status"),
+        revoked_at=row["revoked_at"],
+        revoked_by=row["revoked_by"],
+    )
+
+
+# -- audit -----------------------------------------------------------------------------------------------------
+
+
+def audit_to_row(entry: AuditEntry) -> dict[str, Any]:
+    """The ``audit_log`` row of ``entry`` (``seq`` is assigned by the database)."""
+    return {
+        "at": entry.at,
+        "action": entry.action,
+        "actor": entry.actor,
+        "client_id": entry.client_id,
+        "subject": entry.subject,
+        "audience": entry.audience,
+        "scope": entry.scope,
+        "request_id": entry.request_id,
+        "grant_id": entry.grant_id,
+        "cti": entry.cti,
+        "detail": entry.detail,
+    }
+
+
+def audit_from_row(row: Row) -> AuditEntry:
+    """Inverse of :func:`audit_to_row`, with the row's ``seq``."""
+    cti = row["cti"]
+    return AuditEntry(
+        seq=row["seq"],
+        at=row["at"],
+        action=row["action"],
+        actor=row["actor"],
+        client_id=row["client_id"],
+        subject=row["subject"],
+        audience=row["audience"],
+        scope=row["scope"],
+        request_id=row["request_id"],
+        grant_id=row["grant_id"],
+        cti=None if cti is None else bytes(cti),
+        detail=row["detail"],
     )

@@ -17,13 +17,19 @@ effect within that time and one made through this object at once.
 The statements of the request path are built once, at import, with bound parameters, so SQLAlchemy finds them in
 its compiled cache instead of building and hashing a new statement per call; reads use connections that send no
 ``BEGIN`` on SQLite (:func:`.engine.read_only`).
+
+Users, access requests, grants and the audit log (issue #5) are written in ordinary write transactions, each with
+its audit entries in the same transaction (:mod:`as_server.storage.base`). The active grants are cached with the
+registry records (a grant or user change bumps the registry version), so the policy engine's SQL-backed rule
+source costs no query per token request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
@@ -31,9 +37,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from as_server.models import Client, IssuedToken, ResourceServer, SigningKey, TokenStatus
+from as_server import audit
+from as_server.models import (
+    AccessRequestStatus,
+    AuditEntry,
+    Client,
+    ConsentRequest,
+    Grant,
+    GrantStatus,
+    Group,
+    IssuedToken,
+    ResourceServer,
+    SigningKey,
+    TokenStatus,
+    User,
+)
 from as_server.sealing import MasterKey
-from as_server.storage.base import DuplicateError, NotFoundError
+from as_server.storage.base import AuditQuery, DuplicateError, NotFoundError, StateError, pending_key
 from as_server.storage.registry_cache import REGISTRY_MAX_AGE, RegistryCache
 from as_server.storage.sqlalchemy import rows
 from as_server.storage.sqlalchemy.engine import (
@@ -50,14 +70,22 @@ from as_server.storage.sqlalchemy.group_commit import (
     GroupCommitter,
     StorageClosedError,
 )
+from as_server.storage.sqlalchemy.oauth_store import OAuthSqlStore
 from as_server.storage.sqlalchemy.tables import (
+    access_requests,
+    audit_log,
     clients,
+    grants,
+    group_members,
     issued_tokens,
     registry_version,
     resource_servers,
     signing_keys,
+    token_grants,
+    user_groups,
+    users,
 )
-from as_server.storage.sqlalchemy.token_writer import DUPLICATE_TOKEN, TokenValues, TokenWriter, is_unique_violation
+from as_server.storage.sqlalchemy.token_writer import DUPLICATE_TOKEN, TokenRow, TokenWriter, is_unique_violation
 
 __all__ = ["SqlStorage"]
 
@@ -90,6 +118,24 @@ _BUMP_REGISTRY_VERSION = sa.text(
     "ON CONFLICT (id) DO UPDATE SET version = registry_version.version + 1"
 )
 _SIGNING_KEYS_KEY = ("signing_keys",)
+_ACTIVE_GRANTS_KEY = ("active_grants",)
+# Grants that count: not revoked, and not made for a local user who is disabled.
+_ACTIVE_GRANTS = (
+    sa.select(grants)
+    .where(
+        (grants.c.status == GrantStatus.ACTIVE.value)
+        & (
+            grants.c.subject.is_(None)
+            | grants.c.subject.not_in(sa.select(users.c.name).where(users.c.enabled == sa.false()))
+        )
+    )
+    .order_by(grants.c.created_at, grants.c.id)
+)
+_PENDING = AccessRequestStatus.PENDING.value
+_ACTIVE_TOKEN = issued_tokens.c.status == TokenStatus.ACTIVE.value
+_REVOKED_TOKEN = {"status": TokenStatus.REVOKED.value}
+#: Most request ids one read takes (observers' polling); more are read in several queries.
+_MAX_IDS_PER_QUERY = 500
 # RFC 9200 §5.10.3 exi sequence numbers: one atomic increment per token (a row lock on PostgreSQL, the write lock on
 # SQLite). RETURNING needs SQLite >= 3.35 and PostgreSQL >= 8.2.
 _NEXT_EXI_SEQUENCE = (
@@ -100,7 +146,7 @@ _NEXT_EXI_SEQUENCE = (
 )
 
 
-class SqlStorage:
+class SqlStorage(OAuthSqlStore):
     """:class:`~as_server.storage.base.Storage` on SQLite or PostgreSQL. Thread-safe; one per process.
 
     Build it with :func:`as_server.storage.sqlalchemy.open_storage`, which also checks the schema revision.
@@ -140,7 +186,7 @@ class SqlStorage:
         self._writer = TokenWriter(engine, self._write_lock)
         # Bulk loads go to the driver's executemany as plain tuples (no per-value processing; see token_writer).
         self._insert_token = self._writer.insert_sql(1)
-        self._committer: GroupCommitter[TokenValues] = GroupCommitter(
+        self._committer: GroupCommitter[TokenRow] = GroupCommitter(
             self._write_tokens, max_batch=max_batch, name="ostiary-token-writer"
         )
         self._registry = RegistryCache(self.registry_version, max_age=registry_max_age, clock=monotonic)
@@ -300,7 +346,7 @@ class SqlStorage:
             ``pop_key_generated`` and another such token of this client and audience has its ``pop_kid``.
         :raises StorageClosedError: after :meth:`close`.
         """
-        values = rows.token_values(token, self._key)
+        values = (rows.token_values(token, self._key), rows.token_grant_values(token))
         if self._group_commit:
             self._committer.write(values)
             return
@@ -315,9 +361,9 @@ class SqlStorage:
         For asyncio transports: ``await asyncio.wrap_future(storage.submit_record(token))``.
         """
         self._check_open()
-        return self._committer.submit(rows.token_values(token, self._key))
+        return self._committer.submit((rows.token_values(token, self._key), rows.token_grant_values(token)))
 
-    def _write_tokens(self, batch: Sequence[TokenValues]) -> Sequence[BaseException | None]:
+    def _write_tokens(self, batch: Sequence[TokenRow]) -> Sequence[BaseException | None]:
         """The group committer's writer: the batch in one transaction (:class:`.token_writer.TokenWriter`)."""
         return self._writer.write(batch)
 
@@ -343,15 +389,19 @@ class SqlStorage:
         total = 0
         iterator = iter(tokens)
         with write_connection(self._engine) as conn, bulk_load_settings(conn):
-            while chunk := [rows.token_values(t, self._key) for t in itertools.islice(iterator, batch)]:
+            while chunk_tokens := list(itertools.islice(iterator, batch)):
+                chunk = [rows.token_values(t, self._key) for t in chunk_tokens]
+                grant_rows = [g for t in chunk_tokens for g in rows.token_grant_values(t)]
                 try:
                     with self._write_lock, conn.begin():
                         conn.exec_driver_sql(self._insert_token, chunk)
+                        if grant_rows:
+                            conn.execute(sa.insert(token_grants), [{"grant_id": g, "cti": c} for g, c in grant_rows])
                 except sa.exc.IntegrityError as exc:
                     if is_unique_violation(exc):
                         raise DuplicateError(DUPLICATE_TOKEN) from exc
                     raise
-                total += len(chunk)
+                total += len(chunk_tokens)
                 if progress is not None:
                     progress(total)
         return total
@@ -394,6 +444,17 @@ class SqlStorage:
                 sa.update(issued_tokens).where(issued_tokens.c.cti == cti).values(status=TokenStatus.REVOKED.value)
             )
         return result.rowcount > 0
+
+    def tokens_of_grant(self, grant_id: str) -> Sequence[IssuedToken]:
+        """The tokens issued under grant ``grant_id`` (``token_grants``), newest first."""
+        query = (
+            sa.select(issued_tokens)
+            .where(issued_tokens.c.cti.in_(sa.select(token_grants.c.cti).where(token_grants.c.grant_id == grant_id)))
+            .order_by(*_NEWEST_FIRST)
+        )
+        with self._read() as conn:
+            result = conn.execute(query).mappings().all()
+        return [rows.token_from_row(row, self._key) for row in result]
 
     def count(self) -> int:
         """Number of recorded tokens, whatever their status."""
@@ -445,3 +506,495 @@ class SqlStorage:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"no signing key 0x{kid.hex()}")  # rolls back: nothing changed
+
+    # -- audited writes (issue #5) -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _audited(self) -> Iterator[Connection]:
+        """A write transaction for a change and its audit entries; the registry cache is dropped after it (the
+        change may have bumped the registry version, see :meth:`_bump`)."""
+        try:
+            with self._write() as conn:
+                yield conn
+        finally:
+            self._registry.invalidate()
+
+    @staticmethod
+    def _bump(conn: Connection) -> None:
+        """Bump the registry version inside the current transaction (grant and user changes)."""
+        conn.execute(_BUMP_REGISTRY_VERSION)
+
+    @staticmethod
+    def _log(conn: Connection, *entries: AuditEntry) -> None:
+        """Append audit entries inside the current transaction."""
+        if entries:
+            conn.execute(sa.insert(audit_log), [rows.audit_to_row(entry) for entry in entries])
+
+    @staticmethod
+    def _revoke_tokens(conn: Connection, condition: sa.ColumnElement[bool], now: int) -> int:
+        """Revoke the active, unexpired tokens matching ``condition``; how many."""
+        result = conn.execute(
+            sa.update(issued_tokens)
+            .where(condition & _ACTIVE_TOKEN & (issued_tokens.c.exp > now))
+            .values(_REVOKED_TOKEN)
+        )
+        return int(result.rowcount)
+
+    # -- client state ----------------------------------------------------------------------------------------------
+
+    def set_client_enabled(self, client_id: str, enabled: bool, *, actor: str, now: int) -> int:
+        """Enable or disable a client; disabling revokes its unexpired tokens. :raises NotFoundError:"""
+        with self._audited() as conn:
+            result = conn.execute(sa.update(clients).where(clients.c.client_id == client_id).values(enabled=enabled))
+            if result.rowcount == 0:
+                raise NotFoundError(f"no client {client_id!r}")
+            revoked = 0 if enabled else self._revoke_tokens(conn, issued_tokens.c.client_id == client_id, now)
+            self._bump(conn)
+            action = "client.enabled" if enabled else "client.disabled"
+            detail = "" if enabled else f"{revoked} tokens revoked"
+            self._log(conn, audit.simple_entry(action, actor=actor, at=now, client_id=client_id, detail=detail))
+        return revoked
+
+    # -- users and groups ----------------------------------------------------------------------------------------
+
+    def get_user(self, name: str) -> User | None:
+        """The user, or ``None``."""
+        row = self._read_one(sa.select(users).where(users.c.name == name), {})
+        return None if row is None else rows.user_from_row(row)
+
+    def list_users(self) -> Sequence[User]:
+        """Every user, by name."""
+        with self._read() as conn:
+            result = conn.execute(sa.select(users).order_by(users.c.name)).mappings().all()
+        return [rows.user_from_row(row) for row in result]
+
+    def get_group(self, name: str) -> Group | None:
+        """The group, or ``None``."""
+        row = self._read_one(sa.select(user_groups).where(user_groups.c.name == name), {})
+        return None if row is None else rows.group_from_row(row)
+
+    def list_groups(self) -> Sequence[Group]:
+        """Every group, by name."""
+        with self._read() as conn:
+            result = conn.execute(sa.select(user_groups).order_by(user_groups.c.name)).mappings().all()
+        return [rows.group_from_row(row) for row in result]
+
+    def members_of(self, group: str) -> Sequence[str]:
+        """The members of ``group``, sorted."""
+        query = (
+            sa.select(group_members.c.user_name)
+            .where(group_members.c.group_name == group)
+            .order_by(group_members.c.user_name)
+        )
+        with self._read() as conn:
+            return list(conn.execute(query).scalars().all())
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        """The groups ``user`` is in."""
+        with self._read() as conn:
+            found = conn.execute(sa.select(group_members.c.group_name).where(group_members.c.user_name == user))
+            return frozenset(found.scalars().all())
+
+    def add_user(self, user: User, *, actor: str, now: int) -> None:
+        """:raises DuplicateError: the name is taken."""
+        try:
+            with self._audited() as conn:
+                conn.execute(sa.insert(users), rows.user_to_row(user))
+                self._bump(conn)
+                detail = f"role {user.role}" + ("" if user.enabled else ", disabled")
+                self._log(
+                    conn, audit.simple_entry("user.created", actor=actor, at=now, subject=user.name, detail=detail)
+                )
+        except sa.exc.IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateError(f"user {user.name!r} exists") from exc
+            raise
+
+    def set_password(self, name: str, password_hash: str, *, actor: str, now: int) -> None:
+        """:raises NotFoundError:"""
+        with self._audited() as conn:
+            result = conn.execute(sa.update(users).where(users.c.name == name).values(password_hash=password_hash))
+            if result.rowcount == 0:
+                raise NotFoundError(f"no user {name!r}")
+            self._log(conn, audit.simple_entry("user.password_changed", actor=actor, at=now, subject=name))
+
+    def set_user_enabled(self, name: str, enabled: bool, *, actor: str, now: int) -> int:
+        """Enable or disable a user; disabling revokes the user's unexpired tokens. :raises NotFoundError:"""
+        with self._audited() as conn:
+            result = conn.execute(sa.update(users).where(users.c.name == name).values(enabled=enabled))
+            if result.rowcount == 0:
+                raise NotFoundError(f"no user {name!r}")
+            revoked = 0 if enabled else self._revoke_tokens(conn, issued_tokens.c.subject == name, now)
+            self._bump(conn)
+            action = "user.enabled" if enabled else "user.disabled"
+            detail = "" if enabled else f"{revoked} tokens revoked"
+            self._log(conn, audit.simple_entry(action, actor=actor, at=now, subject=name, detail=detail))
+        return revoked
+
+    def add_group(self, group: Group, *, actor: str, now: int) -> None:
+        """:raises DuplicateError: the name is taken."""
+        try:
+            with self._audited() as conn:
+                conn.execute(sa.insert(user_groups), rows.group_to_row(group))
+                self._log(conn, audit.simple_entry("group.created", actor=actor, at=now, detail=f"group {group.name}"))
+        except sa.exc.IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateError(f"group {group.name!r} exists") from exc
+            raise
+
+    def add_member(self, group: str, user: str, *, actor: str, now: int) -> None:
+        """:raises NotFoundError: no such group or user. :raises DuplicateError: already a member."""
+        try:
+            with self._audited() as conn:
+                if conn.execute(sa.select(user_groups.c.name).where(user_groups.c.name == group)).first() is None:
+                    raise NotFoundError(f"no group {group!r}")
+                if conn.execute(sa.select(users.c.name).where(users.c.name == user)).first() is None:
+                    raise NotFoundError(f"no user {user!r}")
+                conn.execute(sa.insert(group_members), {"group_name": group, "user_name": user})
+                self._log(
+                    conn,
+                    audit.simple_entry(
+                        "group.member_added", actor=actor, at=now, subject=user, detail=f"group {group}"
+                    ),
+                )
+        except sa.exc.IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateError(f"{user!r} is already in group {group!r}") from exc
+            raise
+
+    def remove_member(self, group: str, user: str, *, actor: str, now: int) -> None:
+        """:raises NotFoundError: no such membership."""
+        with self._audited() as conn:
+            result = conn.execute(
+                sa.delete(group_members).where(
+                    (group_members.c.group_name == group) & (group_members.c.user_name == user)
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"{user!r} is not in group {group!r}")
+            self._log(
+                conn,
+                audit.simple_entry("group.member_removed", actor=actor, at=now, subject=user, detail=f"group {group}"),
+            )
+
+    # -- access requests -------------------------------------------------------------------------------------
+
+    def _expire_due(self, conn: Connection, now: int, request_id: str | None = None) -> list[ConsentRequest]:
+        """Expire the pending requests whose time is up (only ``request_id`` when given), with audit entries."""
+        condition = (access_requests.c.status == _PENDING) & (access_requests.c.expires_at <= now)
+        if request_id is not None:
+            condition = condition & (access_requests.c.id == request_id)
+        result = conn.execute(
+            sa.update(access_requests)
+            .where(condition)
+            .values(
+                status=AccessRequestStatus.EXPIRED.value,
+                pending_key=None,
+                decided_at=access_requests.c.expires_at,
+                decided_by=audit.ACTOR_SYSTEM,
+            )
+            .returning(*access_requests.c)
+        )
+        expired = sorted((rows.access_request_from_row(row) for row in result.mappings().all()), key=lambda r: r.id)
+        self._log(
+            conn,
+            *(audit.request_entry("access_request.expired", r, actor=audit.ACTOR_SYSTEM, at=now) for r in expired),
+        )
+        return expired
+
+    def submit_access_request(self, request: ConsentRequest, *, actor: str) -> tuple[ConsentRequest, bool]:
+        """Record the request or merge it into its pending duplicate (see the Protocol)."""
+        key = pending_key(request)
+        now = request.created_at
+        for attempt in range(3):
+            try:
+                with self._audited() as conn:
+                    row = (
+                        conn.execute(sa.select(access_requests).where(access_requests.c.pending_key == key))
+                        .mappings()
+                        .first()
+                    )
+                    if row is not None and row["expires_at"] <= now:
+                        self._expire_due(conn, now, row["id"])
+                        row = None
+                    if row is not None:
+                        merged = (
+                            conn.execute(
+                                sa.update(access_requests)
+                                .where(access_requests.c.id == row["id"])
+                                .values(request_count=access_requests.c.request_count + 1, updated_at=now)
+                                .returning(*access_requests.c)
+                            )
+                            .mappings()
+                            .one()
+                        )
+                        stored = rows.access_request_from_row(merged)
+                        detail = f"asked {stored.request_count} times"
+                        self._log(
+                            conn,
+                            audit.request_entry("access_request.merged", stored, actor=actor, at=now, detail=detail),
+                        )
+                        return stored, True
+                    stored = dataclasses.replace(
+                        request, status=AccessRequestStatus.PENDING, request_count=1, updated_at=now
+                    )
+                    conn.execute(sa.insert(access_requests), rows.access_request_to_row(stored, key))
+                    self._log(
+                        conn,
+                        audit.request_entry(
+                            "access_request.created", stored, actor=actor, at=now, detail=stored.reason
+                        ),
+                    )
+                    return stored, False
+            except sa.exc.IntegrityError as exc:
+                # Another process inserted the same pending request meanwhile (PostgreSQL): merge into it.
+                if not is_unique_violation(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_access_request(self, request_id: str, *, now: int) -> ConsentRequest | None:
+        """The request (expired first if its time is up), or ``None``."""
+        found = self.get_access_requests([request_id], now=now)
+        return found[0] if found else None
+
+    def get_access_requests(self, request_ids: Collection[str], *, now: int) -> Sequence[ConsentRequest]:
+        """The existing requests among ``request_ids``, expiring those whose time is up."""
+        ids = list(dict.fromkeys(request_ids))
+        found: list[ConsentRequest] = []
+        for start in range(0, len(ids), _MAX_IDS_PER_QUERY):
+            chunk = ids[start : start + _MAX_IDS_PER_QUERY]
+            with self._read() as conn:
+                result = conn.execute(sa.select(access_requests).where(access_requests.c.id.in_(chunk)))
+                found.extend(rows.access_request_from_row(row) for row in result.mappings().all())
+        due = [r.id for r in found if r.status == AccessRequestStatus.PENDING and r.expires_at <= now]
+        if due:
+            expired: dict[str, ConsentRequest] = {}
+            with self._audited() as conn:
+                for request_id in due:
+                    expired.update((r.id, r) for r in self._expire_due(conn, now, request_id))
+            found = [expired.get(r.id, r) for r in found]
+            # A request decided by another process just now is read again rather than shown as pending.
+            stale = [r.id for r in found if r.id in due and r.id not in expired]
+            if stale:
+                fresh = {r.id: r for r in self.get_access_requests(stale, now=now)}
+                found = [fresh.get(r.id, r) for r in found]
+        return found
+
+    def expire_access_requests(self, *, now: int) -> Sequence[ConsentRequest]:
+        """Expire the pending requests whose time is up (a read first: no write when there are none)."""
+        probe = sa.select(access_requests.c.id).where(
+            (access_requests.c.status == _PENDING) & (access_requests.c.expires_at <= now)
+        )
+        with self._read() as conn:
+            if conn.execute(probe.limit(1)).first() is None:
+                return []
+        with self._audited() as conn:
+            return self._expire_due(conn, now)
+
+    def list_access_requests(
+        self, *, now: int, status: AccessRequestStatus | None = None, limit: int = 100
+    ) -> Sequence[ConsentRequest]:
+        """Newest first (expiring first)."""
+        if limit <= 0:
+            return []
+        self.expire_access_requests(now=now)
+        query = sa.select(access_requests)
+        if status is not None:
+            query = query.where(access_requests.c.status == status.value)
+        query = query.order_by(access_requests.c.created_at.desc(), access_requests.c.id).limit(limit)
+        with self._read() as conn:
+            result = conn.execute(query).mappings().all()
+        return [rows.access_request_from_row(row) for row in result]
+
+    def _not_pending(self, request_id: str, now: int) -> Exception:
+        """Why a decision found no pending request: it does not exist, or it is decided or expired."""
+        request = self.get_access_request(request_id, now=now)
+        if request is None:
+            return NotFoundError(f"no access request {request_id!r}")
+        return StateError(f"access request {request_id!r} is {request.status}")
+
+    def _mark_decided(
+        self, conn: Connection, request_id: str, status: AccessRequestStatus, *, actor: str, now: int, note: str
+    ) -> ConsentRequest | None:
+        """Decide the request if it is pending and its time is not up (one conditional UPDATE)."""
+        row = (
+            conn.execute(
+                sa.update(access_requests)
+                .where(
+                    (access_requests.c.id == request_id)
+                    & (access_requests.c.status == _PENDING)
+                    & (access_requests.c.expires_at > now)
+                )
+                .values(status=status.value, pending_key=None, decided_at=now, decided_by=actor, note=note)
+                .returning(*access_requests.c)
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else rows.access_request_from_row(row)
+
+    def approve_access_request(self, request_id: str, grant: Grant, *, actor: str, now: int, note: str = "") -> None:
+        """Approve and store the grant (see the Protocol). :raises NotFoundError: :raises StateError:"""
+        try:
+            with self._audited() as conn:
+                approved = self._mark_decided(
+                    conn, request_id, AccessRequestStatus.APPROVED, actor=actor, now=now, note=note
+                )
+                if approved is None:
+                    raise _NotDecided
+                conn.execute(sa.insert(grants), rows.grant_to_row(grant))
+                self._bump(conn)
+                self._log(
+                    conn,
+                    audit.request_entry(
+                        "access_request.approved",
+                        approved,
+                        actor=actor,
+                        at=now,
+                        detail=audit.approval_detail(grant, note),
+                    ),
+                    audit.grant_entry("grant.created", grant, actor=actor, at=now, detail=audit.describe_grant(grant)),
+                )
+        except _NotDecided:
+            raise self._not_pending(request_id, now) from None
+        except sa.exc.IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateError(f"grant {grant.id!r} exists") from exc
+            raise
+
+    def deny_access_request(self, request_id: str, *, actor: str, now: int, note: str = "") -> None:
+        """Deny (see the Protocol). :raises NotFoundError: :raises StateError:"""
+        try:
+            with self._audited() as conn:
+                denied = self._mark_decided(
+                    conn, request_id, AccessRequestStatus.DENIED, actor=actor, now=now, note=note
+                )
+                if denied is None:
+                    raise _NotDecided
+                self._log(conn, audit.request_entry("access_request.denied", denied, actor=actor, at=now, detail=note))
+        except _NotDecided:
+            raise self._not_pending(request_id, now) from None
+
+    # -- grants ------------------------------------------------------------------------------------------------
+
+    def active_grants(self) -> Sequence[Grant]:
+        """Grants not revoked and not for a disabled user, in creation order; cached with the registry records."""
+        self._check_open()
+        found = self._registry.get(_ACTIVE_GRANTS_KEY, self._load_active_grants)
+        assert found is not None  # a tuple, possibly empty
+        return found
+
+    def _load_active_grants(self) -> tuple[Grant, ...]:
+        with self._read() as conn:
+            result = conn.execute(_ACTIVE_GRANTS).mappings().all()
+        return tuple(rows.grant_from_row(row) for row in result)
+
+    def get_grant(self, grant_id: str) -> Grant | None:
+        """The grant, or ``None``."""
+        row = self._read_one(sa.select(grants).where(grants.c.id == grant_id), {})
+        return None if row is None else rows.grant_from_row(row)
+
+    def list_grants(self, *, status: GrantStatus | None = None, limit: int = 100) -> Sequence[Grant]:
+        """Newest first."""
+        if limit <= 0:
+            return []
+        query = sa.select(grants)
+        if status is not None:
+            query = query.where(grants.c.status == status.value)
+        query = query.order_by(grants.c.created_at.desc(), grants.c.id).limit(limit)
+        with self._read() as conn:
+            result = conn.execute(query).mappings().all()
+        return [rows.grant_from_row(row) for row in result]
+
+    def revoke_grant(self, grant_id: str, *, actor: str, now: int) -> int:
+        """Revoke the grant and its active tokens, in one transaction. :raises NotFoundError: :raises StateError:"""
+        with self._audited() as conn:
+            row = (
+                conn.execute(
+                    sa.update(grants)
+                    .where((grants.c.id == grant_id) & (grants.c.status == GrantStatus.ACTIVE.value))
+                    .values(status=GrantStatus.REVOKED.value, revoked_at=now, revoked_by=actor)
+                    .returning(*grants.c)
+                )
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                grant = rows.grant_from_row(row)
+                issued = sa.select(token_grants.c.cti).where(token_grants.c.grant_id == grant_id)
+                count = self._revoke_tokens(conn, issued_tokens.c.cti.in_(issued), now)
+                self._bump(conn)
+                self._log(
+                    conn,
+                    audit.grant_entry("grant.revoked", grant, actor=actor, at=now, detail=f"{count} tokens revoked"),
+                )
+                return count
+        if self.get_grant(grant_id) is None:
+            raise NotFoundError(f"no grant {grant_id!r}")
+        raise StateError(f"grant {grant_id!r} is already revoked")
+
+    # -- audit -------------------------------------------------------------------------------------------------
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries in one transaction."""
+        if entries:
+            with self._write() as conn:
+                self._log(conn, *entries)
+
+    def list_audit(self, query: AuditQuery) -> Sequence[AuditEntry]:
+        """The audit entries and the issued tokens (as ``token.issued``) matching ``query``, newest first."""
+        if query.limit <= 0:
+            return []
+        found = self._audit_rows(query)
+        if audit.action_matches("token.issued", query.action):
+            found.extend(self._issued_entries(query))
+        return audit.newest_first(found, query.limit)
+
+    def _audit_rows(self, query: AuditQuery) -> list[AuditEntry]:
+        t = audit_log.c
+        statement = sa.select(audit_log)
+        if query.since is not None:
+            statement = statement.where(t.at >= query.since)
+        if query.until is not None:
+            statement = statement.where(t.at < query.until)
+        if query.actor is not None:
+            statement = statement.where(t.actor == query.actor)
+        if query.client_id is not None:
+            statement = statement.where(t.client_id == query.client_id)
+        if query.audience is not None:
+            statement = statement.where(t.audience == query.audience)
+        if query.user is not None:
+            statement = statement.where((t.subject == query.user) | (t.actor == f"user:{query.user}"))
+        if query.action is not None:
+            pattern = query.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+            statement = statement.where((t.action == query.action) | t.action.like(pattern, escape="\\"))
+        statement = statement.order_by(t.at.desc(), t.seq.desc()).limit(query.limit)
+        with self._read() as conn:
+            result = conn.execute(statement).mappings().all()
+        return [rows.audit_from_row(row) for row in result]
+
+    def _issued_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        t = issued_tokens.c
+        statement = sa.select(issued_tokens)
+        if query.actor is not None:
+            if not query.actor.startswith("client:"):
+                return []
+            statement = statement.where(t.client_id == query.actor.removeprefix("client:"))
+        if query.since is not None:
+            statement = statement.where(t.iat >= query.since)
+        if query.until is not None:
+            statement = statement.where(t.iat < query.until)
+        if query.client_id is not None:
+            statement = statement.where(t.client_id == query.client_id)
+        if query.audience is not None:
+            statement = statement.where(t.audience == query.audience)
+        if query.user is not None:
+            statement = statement.where(t.subject == query.user)
+        statement = statement.order_by(*_NEWEST_FIRST).limit(query.limit)
+        with self._read() as conn:
+            result = conn.execute(statement).mappings().all()
+        return [audit.issued_entry(rows.token_from_row(row, self._key)) for row in result]
+
+
+class _NotDecided(Exception):
+    """Internal: the conditional UPDATE of a decision found no pending request (the transaction rolls back)."""

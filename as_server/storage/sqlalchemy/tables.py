@@ -37,6 +37,37 @@ Conventions:
   the write lock on SQLite), and it does not bump ``registry_version``.
 * ``issued_tokens.exi`` is the ``exi`` claim of a token for an RS without a clock, NULL for ``exp`` tokens (whose
   ``exp`` column is the claim; for ``exi`` tokens it is the AS's bound, see :class:`~as_server.models.IssuedToken`).
+
+Revision 0005 (issue #5: apps signing users in, :mod:`as_server.oauth`):
+
+* ``clients.redirect_uris`` (JSON array, in registration order) and ``clients.public`` (a client without a secret,
+  which must use PKCE); existing clients get ``[]`` and FALSE.
+* ``authorization_codes``: keyed by the SHA-256 of the code (the code itself is never stored). ``family_id`` and
+  ``access_cti`` tie a redeemed code to what it produced, so a replay can revoke it; ``expires_at`` is indexed for
+  forgetting old codes.
+* ``refresh_tokens``: keyed by the SHA-256 of the token. ``family_id`` is indexed (revoking a family);
+  ``access_cti`` is the access token issued with each one, which family revocation revokes through
+  ``issued_tokens.cti``. Nothing secret is stored: the PoP key stays in the ``cnf`` of the family's first token
+  (``key_cti``).
+
+Revision 0004 (issue #5: users, audit, consent):
+
+* ``users``, ``user_groups`` and ``group_members`` (foreign keys to both): local accounts with Argon2id password hashes
+  (PHC strings, :mod:`as_server.identity`), roles, and group memberships.
+* ``access_requests``: the consent workflow's requests (:class:`~as_server.models.ConsentRequest`).
+  ``pending_key`` is a hash of client, subject, audience and scope while the request is pending and NULL once it is
+  decided or expired; its unique index makes "one pending request per key" hold across processes (NULLs never
+  collide), so duplicates merge instead of piling up. ``(status, expires_at)`` finds the requests to expire.
+* ``grants``: approved permissions (:class:`~as_server.models.Grant`), the rows behind the policy engine's
+  SQL-backed rule source; a grant change bumps ``registry_version`` like a registry write.
+* ``token_grants``: which token (``cti``) was issued under which grant, written by the token writer in the same
+  transaction as the token row and only for tokens issued under grants; ``grant.revoked`` revokes through it.
+  ``issued_tokens.rules`` (JSON array, NULL when empty) lists every policy rule that granted the token's rights,
+  for the audit trail; ``issued_tokens.subject`` gets a partial index (rows with a subject only, so tokens without
+  a user -- the client-credentials grant -- cost no index write) for revoking a disabled user's tokens.
+* ``audit_log``: append-only. Triggers (:data:`AUDIT_TRIGGERS`) refuse ``UPDATE`` and ``DELETE`` on both databases
+  (and ``TRUNCATE`` on PostgreSQL); the migration creates them, and so does :meth:`metadata.create_all` through a
+  DDL event. Alembic's comparison does not look at triggers; a test checks them on both databases.
 """
 
 from __future__ import annotations
@@ -44,13 +75,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "AUDIT_TRIGGERS",
     "NAMING_CONVENTION",
+    "access_requests",
+    "audit_log",
+    "authorization_codes",
     "clients",
+    "grants",
+    "group_members",
     "issued_tokens",
     "metadata",
+    "refresh_tokens",
     "registry_version",
     "resource_servers",
     "signing_keys",
+    "token_grants",
+    "user_groups",
+    "users",
 ]
 
 #: Deterministic constraint and index names, so later migrations (and SQLite batch mode) can refer to them.
@@ -83,6 +124,9 @@ clients = sa.Table(
     sa.Column("default_scope_bin", sa.LargeBinary(), nullable=True),
     sa.Column("enabled", sa.Boolean(), nullable=False),
     sa.Column("created_at", _Time(), nullable=False),
+    # Revision 0005: apps signing users in (authorization code with PKCE).
+    sa.Column("redirect_uris", sa.Text(), nullable=False, server_default=sa.text("'[]'")),  # JSON array, in order
+    sa.Column("public", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.CheckConstraint(
         "default_scope_text IS NULL OR default_scope_bin IS NULL",
         name="one_default_scope",
@@ -134,6 +178,8 @@ issued_tokens = sa.Table(
     sa.Column("pop_key_generated", sa.Boolean(), nullable=True),
     # Revision 0003: the exi claim (RFC 9200 §5.10.3) of a token for an RS without a clock, else NULL.
     sa.Column("exi", sa.Integer(), nullable=True),
+    # Revision 0004: the policy rules that granted the token's rights (JSON array), NULL when none are named.
+    sa.Column("rules", sa.Text(), nullable=True),
     sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
     # No foreign keys to clients/resource_servers: a token record is an audit record that outlives registry
     # edits, and the memory backend (with which this one must agree) has none either.
@@ -147,6 +193,13 @@ issued_tokens = sa.Table(
     ),
     # list_tokens(): newest first, walking the index backwards.
     sa.Index(None, "iat", "seq"),
+    # Revision 0004: a disabled user's tokens; partial, so tokens without a subject cost no index write.
+    sa.Index(
+        "ix_issued_tokens_subject",
+        "subject",
+        sqlite_where=sa.text("subject IS NOT NULL"),
+        postgresql_where=sa.text("subject IS NOT NULL"),
+    ),
 )
 
 signing_keys = sa.Table(
@@ -168,4 +221,189 @@ registry_version = sa.Table(
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("version", sa.BigInteger(), nullable=False),
     sa.CheckConstraint("id = 1", name="single_row"),
+)
+
+
+# -- revision 0004: users, groups, consent, audit -----------------------------------------------------------------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("password_hash", sa.Text(), nullable=True),  # Argon2id PHC string; NULL: no local password
+    sa.Column("display_name", sa.String(), nullable=False),
+    sa.Column("role", sa.String(), nullable=False),  # UserRole value
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("created_at", _Time(), nullable=False),
+)
+
+user_groups = sa.Table(
+    "user_groups",
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("description", sa.String(), nullable=False),
+    sa.Column("created_at", _Time(), nullable=False),
+)
+
+group_members = sa.Table(
+    "group_members",
+    metadata,
+    sa.Column("group_name", sa.String(), sa.ForeignKey("user_groups.name"), primary_key=True),
+    sa.Column("user_name", sa.String(), sa.ForeignKey("users.name"), primary_key=True),
+    # groups_of(user): the primary key serves members_of(group).
+    sa.Index(None, "user_name"),
+)
+
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),  # 128 random bits, base64url
+    sa.Column("client_id", sa.String(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=True),
+    sa.Column("audience", sa.String(), nullable=False),
+    sa.Column("scope_text", sa.Text(), nullable=True),
+    sa.Column("scope_bin", sa.LargeBinary(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("approvers", sa.Text(), nullable=False),  # JSON array of "user:NAME" / "group:NAME"
+    sa.Column("rules", sa.Text(), nullable=False),  # JSON array of consent rule ids
+    sa.Column("requested_from", _Time(), nullable=False),
+    sa.Column("requested_until", _Time(), nullable=True),
+    sa.Column("status", sa.String(), nullable=False),  # AccessRequestStatus value
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.Column("updated_at", _Time(), nullable=False),
+    sa.Column("request_count", sa.Integer(), nullable=False),
+    sa.Column("expires_at", _Time(), nullable=False),
+    sa.Column("decided_at", _Time(), nullable=True),
+    sa.Column("decided_by", sa.String(), nullable=True),
+    sa.Column("note", sa.Text(), nullable=False),
+    sa.Column("pending_key", sa.String(), nullable=True),  # see the module docstring
+    sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
+    sa.Index("uq_access_requests_pending_key", "pending_key", unique=True),
+    sa.Index(None, "status", "expires_at"),
+    sa.Index(None, "created_at"),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.String(), primary_key=True),
+    sa.Column("request_id", sa.String(), sa.ForeignKey("access_requests.id"), nullable=True),
+    sa.Column("client_id", sa.String(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=True),
+    sa.Column("audience", sa.String(), nullable=False),
+    sa.Column("scope_text", sa.Text(), nullable=True),
+    sa.Column("scope_bin", sa.LargeBinary(), nullable=True),
+    sa.Column("valid_from", _Time(), nullable=True),
+    sa.Column("valid_until", _Time(), nullable=True),
+    sa.Column("windows", sa.Text(), nullable=False),  # JSON array of "Mon-Fri 09:00-18:00"
+    sa.Column("timezone", sa.String(), nullable=True),
+    sa.Column("max_lifetime", sa.Integer(), nullable=True),
+    sa.Column("approvers", sa.Text(), nullable=False),  # JSON array, as access_requests.approvers
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.Column("created_by", sa.String(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),  # GrantStatus value
+    sa.Column("revoked_at", _Time(), nullable=True),
+    sa.Column("revoked_by", sa.String(), nullable=True),
+    sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
+    sa.Index(None, "status"),
+)
+
+token_grants = sa.Table(
+    "token_grants",
+    metadata,
+    # No foreign keys: written by the token writer's hot path, which must not look anything up (and token
+    # records outlive registry edits, see issued_tokens).
+    sa.Column("grant_id", sa.String(), primary_key=True),
+    sa.Column("cti", sa.LargeBinary(), primary_key=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
+    sa.Column("at", _Time(), nullable=False),
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("actor", sa.String(), nullable=False),
+    sa.Column("client_id", sa.String(), nullable=True),
+    sa.Column("subject", sa.String(), nullable=True),
+    sa.Column("audience", sa.String(), nullable=True),
+    sa.Column("scope", sa.Text(), nullable=True),  # for people: AIF spec or text scope
+    sa.Column("request_id", sa.String(), nullable=True),
+    sa.Column("grant_id", sa.String(), nullable=True),
+    sa.Column("cti", sa.LargeBinary(), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=False),
+    # ostiary audit: newest first, --since/--until.
+    sa.Index(None, "at", "seq"),
+)
+
+_APPEND_ONLY = "audit_log is append-only"
+
+#: The triggers that make ``audit_log`` append-only, per dialect (statements in order; the migration has its own
+#: copy, as migrations must not change when this module does).
+AUDIT_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",
+        "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+        f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}' USING ERRCODE = 'insufficient_privilege'; END $$",
+        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+    ),
+}
+
+for _dialect, _statements in AUDIT_TRIGGERS.items():
+    for _statement in _statements:
+        ddl = sa.DDL(_statement).execute_if(dialect=_dialect)  # type: ignore[no-untyped-call]
+        sa.event.listen(audit_log, "after_create", ddl)
+
+
+# -- revision 0005: authorization codes and refresh tokens (as_server.oauth) -------------------------------------
+
+authorization_codes = sa.Table(
+    "authorization_codes",
+    metadata,
+    sa.Column("code_hash", sa.LargeBinary(), primary_key=True),  # SHA-256 of the code
+    sa.Column("client_id", sa.String(), nullable=False),
+    sa.Column("redirect_uri", sa.Text(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=False),
+    sa.Column("audience", sa.String(), nullable=False),
+    sa.Column("scope", sa.Text(), nullable=True),  # as requested (text form); NULL: the client's default
+    sa.Column("code_challenge", sa.String(), nullable=True),
+    sa.Column("code_challenge_method", sa.String(), nullable=True),
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.Column("expires_at", _Time(), nullable=False),
+    sa.Column("used_at", _Time(), nullable=True),
+    sa.Column("family_id", sa.String(), nullable=True),
+    sa.Column("access_cti", sa.LargeBinary(), nullable=True),
+    sa.Column("reused_at", _Time(), nullable=True),
+    sa.Index(None, "expires_at"),
+    sa.Index(None, "family_id"),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.LargeBinary(), primary_key=True),  # SHA-256 of the token
+    sa.Column("family_id", sa.String(), nullable=False),
+    sa.Column("client_id", sa.String(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=True),
+    sa.Column("audience", sa.String(), nullable=False),
+    sa.Column("scope_text", sa.Text(), nullable=True),
+    sa.Column("scope_bin", sa.LargeBinary(), nullable=True),
+    sa.Column("pop_kid", sa.LargeBinary(), nullable=False),
+    sa.Column("key_cti", sa.LargeBinary(), nullable=False),
+    sa.Column("access_cti", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.Column("expires_at", _Time(), nullable=False),
+    sa.Column("family_expires_at", _Time(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),  # RefreshTokenStatus value
+    sa.Column("used_at", _Time(), nullable=True),
+    sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
+    sa.Index(None, "family_id"),
 )

@@ -14,6 +14,10 @@ between ``BEGIN IMMEDIATE`` (SQLite; PostgreSQL begins implicitly) and ``COMMIT`
   trip; always the same statement, which the server prepares once), where a multi-row statement would differ with
   each batch size. (It measured no worse, and often better, than one multi-row statement; noisy on a shared host.)
 
+A token issued under consent grants (:attr:`~as_server.models.IssuedToken.grant_ids`) also gets its ``token_grants``
+rows, in the same transaction, by one more statement for the batch (``executemany``); batches without such tokens
+(every batch of a deployment without consent grants) send nothing more.
+
 When the batch violates a unique index (a ``cti``, token hash or generated PoP key id that is taken, possibly by
 another row of the same batch), it is rolled back and written again row by row, each row in a savepoint, so that
 only the offending rows fail (with :class:`~as_server.storage.base.DuplicateError`) and the others still share
@@ -32,9 +36,9 @@ from sqlalchemy.engine import Engine
 from as_server.storage.base import DuplicateError
 from as_server.storage.sqlalchemy import rows
 from as_server.storage.sqlalchemy.engine import WriteLock
-from as_server.storage.sqlalchemy.tables import issued_tokens
+from as_server.storage.sqlalchemy.tables import issued_tokens, token_grants
 
-__all__ = ["DUPLICATE_TOKEN", "TokenWriter", "is_unique_violation"]
+__all__ = ["DUPLICATE_TOKEN", "TokenRow", "TokenWriter", "is_unique_violation"]
 
 #: The message of a row's :class:`DuplicateError`.
 DUPLICATE_TOKEN: Final = "a token with this cti or token hash, or this generated PoP key id, is already recorded"
@@ -46,6 +50,9 @@ _PG_UNIQUE_VIOLATION = "23505"
 _MAX_CACHED_SIZES = 256
 
 TokenValues = tuple[Any, ...]
+#: One token to write: its ``issued_tokens`` values (:func:`.rows.token_values`) and its ``token_grants`` rows
+#: (:func:`.rows.token_grant_values`, usually empty).
+TokenRow = tuple[TokenValues, tuple[tuple[str, bytes], ...]]
 
 
 def is_unique_violation(exc: BaseException) -> bool:
@@ -72,6 +79,9 @@ class TokenWriter:
         self._integrity_error: type[Exception] = dbapi.IntegrityError
         self._dbapi_error: type[Exception] = dbapi.Error
         self._statements: dict[int, str] = {}
+        self._insert_grant = (
+            f"INSERT INTO {token_grants.name} (grant_id, cti) VALUES ({self._placeholder}, {self._placeholder})"
+        )
 
     def insert_sql(self, rows_in_statement: int) -> str:
         """``INSERT INTO issued_tokens (<TOKEN_COLUMNS>) VALUES (...), ...`` for that many rows, in the driver's
@@ -87,7 +97,7 @@ class TokenWriter:
                 self._statements[rows_in_statement] = sql
         return sql
 
-    def write(self, batch: Sequence[TokenValues]) -> list[BaseException | None]:
+    def write(self, batch: Sequence[TokenRow]) -> list[BaseException | None]:
         """Write ``batch`` durably; one outcome per row (``None``: committed, else its :class:`DuplicateError`).
 
         :raises Exception: what the database raised when the whole batch failed (nothing of it is committed).
@@ -117,14 +127,17 @@ class TokenWriter:
         if self._sqlite:  # autocommit mode (engine.py): take the write lock up front
             cursor.execute("BEGIN IMMEDIATE")
 
-    def _insert_all(self, connection: Any, batch: Sequence[TokenValues]) -> None:
+    def _insert_all(self, connection: Any, batch: Sequence[TokenRow]) -> None:
         cursor = connection.cursor()
         try:
             self._begin(cursor)
             if self._sqlite:
-                cursor.execute(self.insert_sql(len(batch)), [value for row in batch for value in row])
+                cursor.execute(self.insert_sql(len(batch)), [value for row, _ in batch for value in row])
             else:
-                cursor.executemany(self.insert_sql(1), batch)
+                cursor.executemany(self.insert_sql(1), [row for row, _ in batch])
+            grant_rows = [grant_row for _, grants in batch for grant_row in grants]
+            if grant_rows:
+                cursor.executemany(self._insert_grant, grant_rows)
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -132,17 +145,19 @@ class TokenWriter:
         finally:
             cursor.close()
 
-    def _insert_each(self, connection: Any, batch: Sequence[TokenValues]) -> list[BaseException | None]:
+    def _insert_each(self, connection: Any, batch: Sequence[TokenRow]) -> list[BaseException | None]:
         """Row by row in savepoints, one commit: only the rows that violate a unique index fail."""
         outcomes: list[BaseException | None] = []
         sql = self.insert_sql(1)
         cursor = connection.cursor()
         try:
             self._begin(cursor)
-            for row in batch:
+            for row, grants in batch:
                 cursor.execute("SAVEPOINT token_row")
                 try:
                     cursor.execute(sql, row)
+                    if grants:
+                        cursor.executemany(self._insert_grant, grants)
                     outcomes.append(None)
                 except self._integrity_error as exc:
                     if not is_unique_violation(exc):

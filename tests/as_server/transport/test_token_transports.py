@@ -311,8 +311,11 @@ def test_metadata_document(deployment: Running) -> None:
     assert doc["issuer"] == ISSUER
     assert doc["token_endpoint"] == f"{http}/token"
     assert doc["introspection_endpoint"] == f"{http}/introspect"
-    assert doc["grant_types_supported"] == ["client_credentials"]
-    assert doc["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
+    # Issue #5: apps signing users in (authorization code with PKCE, refresh tokens; public clients use "none").
+    assert doc["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token"]
+    assert doc["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post", "none"]
+    assert doc["authorization_endpoint"] == f"{http}/authorize"
+    assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["ace_profiles_supported"] == ["coap_oscore", "coap_dtls"]
     coap = f"coap://{deployment.settings.coap_host}:{deployment.settings.coap_port}"
     assert doc["coap_token_endpoint"] == f"{coap}/token"
