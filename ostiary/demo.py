@@ -18,6 +18,7 @@ client SDK in this process:
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import shlex
@@ -40,6 +41,8 @@ SERVER_ROOM = "server-room"
 APP = "phone-app"
 VISITOR = "visitor-app"
 CONTRACTOR = "contractor-app"
+CLEANER = "cleaner-app"
+MANAGER = "frank"  # the facility manager who approves the cleaner's access
 SHORT_LIFETIME = 2  # seconds: the contractor's tokens, to show expiry
 ISSUER = "coap://127.0.0.1/token"  # the default `issuer` setting of a new deployment
 READY_TIMEOUT = 30.0
@@ -56,6 +59,12 @@ rules:
     audience: {FRONT_DOOR}
     scope: "/lock:PUT"
     max_lifetime: {SHORT_LIFETIME}
+  - id: cleaner-needs-consent
+    effect: consent
+    client: {CLEANER}
+    audience: {FRONT_DOOR}
+    scope: "/lock:PUT"
+    approvers: {{users: [{MANAGER}]}}
 """
 
 
@@ -172,13 +181,17 @@ def run(out: TextIO = sys.stdout, *, home: Path | None = None) -> int:
     say("      (prints the AS<->lock key once, for provisioning the lock)")
     demo.ostiary("as", "rs", "add", SERVER_ROOM, "--resources", "/lock:GET,PUT")
     secrets: dict[str, str] = {}
-    for client, door in ((APP, FRONT_DOOR), (VISITOR, SERVER_ROOM), (CONTRACTOR, FRONT_DOOR)):
+    for client, door in ((APP, FRONT_DOOR), (VISITOR, SERVER_ROOM), (CONTRACTOR, FRONT_DOOR), (CLEANER, FRONT_DOOR)):
         printed = demo.ostiary("as", "client", "add", client, "--audience", door)
         secrets[client] = _capture(r"client_secret:\s+(\S+)", printed)
     say("      (each app receives its client secret once; the AS keeps only a hash)")
+    demo.env["OSTIARY_DEMO_MANAGER_PASSWORD"] = base64.urlsafe_b64encode(os.urandom(12)).decode()
+    demo.ostiary("user", "add", MANAGER, "--role", "manager", "--password-env", "OSTIARY_DEMO_MANAGER_PASSWORD")
+    say("      (a facility manager's account; the password is hashed with Argon2id)")
     (home / "as" / "policy.yaml").write_text(POLICY)
     say(f"    policy.yaml: {APP} may GET/PUT /lock and GET /battery at {FRONT_DOOR}; {VISITOR} may open")
-    say(f"                 {SERVER_ROOM} only; {CONTRACTOR} may PUT /lock at {FRONT_DOOR} for {SHORT_LIFETIME} s")
+    say(f"                 {SERVER_ROOM} only; {CONTRACTOR} may PUT /lock at {FRONT_DOOR} for {SHORT_LIFETIME} s;")
+    say(f"                 {CLEANER} may PUT /lock at {FRONT_DOOR} once {MANAGER} consents")
 
     coap_port = _free_port(socket.SOCK_DGRAM)
     http_port = _free_port(socket.SOCK_STREAM)
@@ -235,7 +248,7 @@ def run(out: TextIO = sys.stdout, *, home: Path | None = None) -> int:
         asyncio.run(_story(demo, as_uri, lock_uri, secrets))
     finally:
         codes = demo.stop_all()
-    say("\n6. Both stop on SIGTERM")
+    say("\n7. Both stop on SIGTERM")
     for name, code in codes.items():
         demo.check(f"{name} exited with status {code}", code == 0)
     logs = "".join(path.read_text() for _, _, _, path in demo.processes)
@@ -317,7 +330,9 @@ async def _story(demo: _Demo, as_uri: str, lock_uri: str, secrets: dict[str, str
     finally:
         await visitor.close()
 
-    say(f"\n5. A contractor's token expires after {SHORT_LIFETIME} s")
+    await _consent(demo, as_uri, lock_uri, secrets)
+
+    say(f"\n6. A contractor's token expires after {SHORT_LIFETIME} s")
     contractor = AceClient(as_uri, CONTRACTOR, secrets[CONTRACTOR])
     transport = CoapTransport()
     try:
@@ -332,6 +347,45 @@ async def _story(demo: _Demo, as_uri: str, lock_uri: str, secrets: dict[str, str
     finally:
         await transport.close()
         await contractor.close()
+
+
+async def _consent(demo: _Demo, as_uri: str, lock_uri: str, secrets: dict[str, str]) -> None:
+    from client_sdk.client import AceClient
+
+    say, check = demo.say, demo.check
+    put_lock = AifScope.parse_spec("/lock:PUT")
+    say("\n5. A cleaner's app needs the facility manager's consent")
+    cleaner = AceClient(as_uri, CLEANER, secrets[CLEANER])
+    try:
+        try:
+            await cleaner.request_token(FRONT_DOOR, put_lock.to_cbor())
+            check("the AS issued a token without consent", False)
+            return
+        except OAuthError as exc:
+            uri = exc.uri or ""
+            check(
+                f"first request refused: {type(exc).__name__} ({exc.status.coap_dotted}); the AS recorded an access "
+                f"request, error_uri {uri}",
+                isinstance(exc, InvalidScope) and "/access-requests/" in uri,
+            )
+        request_id = uri.rsplit("/", 1)[-1]
+        demo.ostiary("consent", "list", "--as", MANAGER, show=3)
+        demo.ostiary("consent", "approve", request_id, "--as", MANAGER, "--max-lifetime", "600", show=1)
+        await cleaner.connect(lock_uri, audience=FRONT_DOOR, scope=put_lock)
+        unlocked = await cleaner.request("PUT", lock_uri + "/lock", b"unlock")
+        check(f"after the approval: token issued, PUT /lock over OSCORE: {unlocked.status_text()}", unlocked.ok)
+        demo.ostiary("consent", "revoke", request_id, "--as", MANAGER, show=1)
+        try:
+            await cleaner.request_token(FRONT_DOOR, put_lock.to_cbor())
+            check("after the revocation the AS still issued a token", False)
+        except OAuthError as exc:
+            check(
+                f"after the revocation: the next token request is refused ({type(exc).__name__}); the token issued "
+                "under the grant is marked revoked (introspection: active false)",
+                isinstance(exc, InvalidScope),
+            )
+    finally:
+        await cleaner.close()
 
 
 def _dotted(status: int) -> str:
