@@ -14,12 +14,14 @@ Four phases (1 and 2 each on a fresh resource server):
 2. **tracemalloc**: Python allocations still alive after storing the same tokens (collected garbage excluded),
    with the allocation sites that hold them.
 3. **eviction**: with tracemalloc stopped and the store of phase 2 full, ``--evict`` more uploads, each evicting
-   the oldest token and dropping its context, timed.
+   the oldest token and dropping its context, timed; then the parts of an upload that are not the lock's own
+   bookkeeping, each timed alone for the same payloads (request decoding, token verification, key derivation).
 4. **site wrappers**: one more token uploaded into that full store gives a client context; the same kind of
    pre-protected ``PUT /lock`` requests then go through our :class:`AceSiteWrapper` and through aiocoap's
    ``OscoreSiteWrapper`` with 16 contexts around another door (:mod:`benchmarks.baselines.oscore_lock`), driven
    through aiocoap's ``Pipe`` as the server would, in interleaved batches (median per request); at the logging
-   level given, then with logging at WARNING; plus the Python function calls per request (cProfile, exact).
+   level given, then the same with our wrapper's ``audit_granted`` on (an INFO line per granted request), then
+   with logging at WARNING; plus the Python function calls per request (cProfile, exact).
    Everything before ``render_to_pipe`` (UDP, message parsing, deduplication) is left out: it is the same for both.
 
 Payloads come from ``--payload-file`` (:func:`benchmarks.coap_load.write_payloads`): the first ``--tokens`` are
@@ -35,6 +37,7 @@ import gc
 import json
 import linecache
 import logging
+import math
 import os
 import pstats
 import statistics
@@ -139,9 +142,68 @@ def measure(config: Any, payloads: list[bytes], tokens: int, evict: int, top: in
         raise RuntimeError(f"store holds {len(rs.store)} tokens after eviction, expected {tokens}")
     out["evict_us_per_upload"] = seconds * 1e6 / evict if evict else None
     out["evicted"] = evict
+    out["upload_parts_us"] = _upload_parts(config, extra) if extra else None
 
     # 4. one OSCORE request through each site wrapper.
     out["wrappers"] = asyncio.run(_wrappers(rs, wrapper, payloads[tokens + evict]))
+    return out
+
+
+#: Passes over the payloads per part in :func:`_upload_parts` (the fastest counts).
+PART_PASSES = 3
+
+
+def _upload_parts(config: Any, payloads: list[bytes]) -> dict[str, float]:
+    """What parts of an upload cost on their own, per upload (us), for the same payloads as phase 3: decoding the
+    ``AuthzInfoRequest``, verifying the token (ace_core ``cwt.verify_token``: COSE decoding, AES-CCM decryption,
+    claims decoding and checks) and deriving the OSCORE keys (:func:`resource_server.oscore_keys.derive_keys`:
+    four HMAC-SHA-256). The rest of an upload is the lock's own bookkeeping (store, eviction, context install)."""
+    from ace_core import cwt
+    from ace_core.messages import AuthzInfoRequest
+    from ace_core.oscore import Role, context_parameters
+    from resource_server.oscore_keys import derive_keys
+
+    now = time.time()
+    requests = [AuthzInfoRequest.from_cbor(p, max_size=config.max_token_size) for p in payloads]
+
+    def verify(token: bytes) -> Any:
+        return cwt.verify_token(
+            token,
+            config.keys,
+            now=now,
+            audience=None,
+            issuer=config.issuer,
+            leeway=config.leeway,
+            require_expiry=True,
+            max_size=config.max_token_size,
+        )
+
+    params = []
+    for request in requests:
+        osc = verify(request.access_token).claims.cnf.osc
+        params.append(
+            context_parameters(
+                osc,
+                nonce1=request.nonce1 or b"",
+                nonce2=bytes(8),
+                client_recipient_id=request.ace_client_recipientid or b"",
+                server_recipient_id=b"\x00\x01",
+                role=Role.SERVER,
+            )
+        )
+    parts = {
+        "decode_request": lambda: [AuthzInfoRequest.from_cbor(p, max_size=config.max_token_size) for p in payloads],
+        "verify_token": lambda: [verify(r.access_token) for r in requests],
+        "derive_keys": lambda: [derive_keys(p) for p in params],
+    }
+    out = {}
+    for name, run in parts.items():
+        best = math.inf
+        for _ in range(PART_PASSES):
+            started = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - started)
+        out[name] = best * 1e6 / len(payloads)
     return out
 
 
@@ -239,8 +301,15 @@ async def _wrappers(rs: Any, ours: Any, payload: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     root = logging.getLogger()
     level = root.level
-    for label, lvl in (("as configured", level), ("warning", logging.WARNING)):
+    audit = ours.audit_granted
+    # "audit_granted": as configured, plus an INFO line per granted request (the lock's `audit_granted = true`).
+    for label, lvl, granted in (
+        ("as configured", level, audit),
+        ("audit_granted", level, True),
+        ("warning", logging.WARNING, audit),
+    ):
         root.setLevel(lvl)
+        ours.audit_granted = granted
         rates: dict[str, list[float]] = {"baseline": [], "ours": []}
         failed = 0
         await drive("baseline", prepare("baseline", BATCH))  # warm-up
@@ -254,6 +323,7 @@ async def _wrappers(rs: Any, ours: Any, payload: bytes) -> dict[str, Any]:
                 rates[name].append(elapsed * 1e6 / BATCH)
         out[label] = {name: statistics.median(v) for name, v in rates.items()} | {"failed": failed}
     root.setLevel(level)
+    ours.audit_granted = audit
     calls = {}
     for name in ("baseline", "ours"):
         requests = prepare(name, PROFILED)

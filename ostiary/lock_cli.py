@@ -30,8 +30,9 @@ def add_lock_commands(group: argparse.ArgumentParser) -> None:
         "serve",
         help="run the reference door lock (CoAP + OSCORE) until SIGTERM",
         description="Run the reference door lock: /authz-info for ACE tokens (RFC 9200 section 5.10.1,\n"
-        "RFC 9203) and /lock, /battery, /log over OSCORE. Logs every authorized and refused request to\n"
-        "stderr (no key material). SIGTERM or SIGINT stops it cleanly (exit status 0).",
+        "RFC 9203) and /lock, /battery, /log over OSCORE. Logs to stderr (no key material): every refused\n"
+        "request and token, and every unlock with the token that did it; every granted request too with\n"
+        "audit_granted = true under [rs] in the config. SIGTERM or SIGINT stops it cleanly (exit status 0).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--config", type=Path, required=True, metavar="FILE", help="the lock's TOML configuration")

@@ -11,6 +11,7 @@ The sans-IO core (no CoAP stack, time passed in):
   persistence that keeps OSCORE replay-safe across restarts (RFC 8613 Appendix B.1);
 * :mod:`resource_server.guard` -- 4.01 + AS Request Creation Hints / 4.03 / 4.05 (RFC 9200 §5.2, §5.3, §5.10.2);
 * :mod:`resource_server.cnonce`, :mod:`resource_server.ratelimit` -- RFC 9200 §5.3.1 cnonces, RFC 8516 4.29;
+* :mod:`resource_server.oscore_keys` -- the OSCORE context keys (RFC 8613 §3.2.1) from one HKDF-Extract;
 * :mod:`resource_server.server` -- :class:`~resource_server.server.ResourceServer`, all of the above wired together;
 * :mod:`resource_server.resources` -- application resources as plain functions (what firmware writes).
 

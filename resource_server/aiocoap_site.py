@@ -25,18 +25,29 @@ aiocoap's own derivation agrees). Sender sequence numbers are reserved in chunks
 contexts restored after a restart recover their replay windows with Echo (RFC 8613 Appendix B.1; the rule is
 documented in :mod:`resource_server.token_store`).
 
-Every authorised or refused request is logged (logger ``ostiary.lock``) with the PoP id and ``cti`` of the token,
-never key material.
+**Audit log** (logger ``ostiary.lock``; PoP id and ``cti`` of the token, never key material):
+
+* refused requests and tokens: always, at INFO (no or unknown security context, token gone, 4.01/4.03/4.05 of the
+  guard) or WARNING (replays, decryption failures, refused uploads);
+* granted requests (``authorized PUT /lock from 192.0.2.7 (pop_id=... cti=...)``) and accepted tokens: at DEBUG,
+  or at INFO when the configuration sets ``audit_granted = true``
+  (:attr:`~resource_server.config.RsConfig.audit_granted`). One emitted log line costs about as much CPU as the
+  whole OSCORE request it records, so a lock that must keep up with its clients does not write one per request by
+  default; the door lock example logs each lock/unlock at INFO itself (``door unlocked by pop_id=... cti=...``), so
+  who opened the door is in the log at the default level either way.
+
+Log arguments (the client's address, the token's description) are only formatted for lines that are emitted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -52,14 +63,15 @@ from aiocoap.util import hostportsplit
 from aiocoap.util.linkformat import Link, LinkFormat
 
 from ace_core.errors import AceError
-from ace_core.oscore import OscoreContextParameters
+from ace_core.oscore import DEFAULT_AEAD, DEFAULT_HKDF, OscoreContextParameters
 from ace_core.registry import MEDIA_TYPE_ACE_CBOR, MEDIA_TYPE_CWT, CoseAlgorithm
 from ace_core.status import Status
 from resource_server.errors import RateLimited
 from resource_server.guard import GuardDecision
+from resource_server.oscore_keys import derive_keys
 from resource_server.resources import Request, Resource, Response
 from resource_server.server import ResourceServer
-from resource_server.token_store import OscoreAssociation, Removal, StoredToken
+from resource_server.token_store import OscoreAssociation, Removal, StoredToken, TokenStore
 
 __all__ = [
     "ACE_CBOR_FORMAT",
@@ -84,6 +96,8 @@ WELL_KNOWN_CORE: Final = (".well-known", "core")
 REPLAY_WINDOW_SIZE: Final = 32
 #: Length of the Echo value of RFC 8613 B.1.2 replay-window recovery (RFC 9175 §2.3 suggests 8 bytes or more).
 ECHO_LENGTH: Final = 8
+#: Client addresses whose text form is remembered (:func:`_peer`).
+PEER_CACHE_SIZE: Final = 1024
 
 _AEAD_BY_ID: Final = {alg.value: alg for alg in oscore.algorithms.values()}
 _HASH_BY_HKDF: Final[dict[int, Any]] = {
@@ -96,6 +110,11 @@ _HASH_BY_HKDF: Final[dict[int, Any]] = {
 # --------------------------------------------------------------------------------------------------------------
 # security contexts
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _ignore_strike_out() -> None:
+    """The replay window's strike-out callback: nothing to persist (RFC 8613 B.1.2 recovery uses Echo instead).
+    One function shared by every window, rather than a closure per context."""
 
 
 class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):  # type: ignore[misc]
@@ -113,7 +132,19 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
     :param claims: returns ``authenticated_claims`` (the token that authorises the context's requests).
     :param pop_id: the Input Material ``id`` of the token the context was derived for.
     :param derive: derive the keys with aiocoap's own HKDF instead of taking them from ``params`` (for cross-checks).
+
+    A lock holds one context per stored token, so the defaults (the RFC 8613 §3.2 algorithms, no ID Context, no
+    Echo, no callbacks) are class attributes, which an instance overrides only where it differs.
     """
+
+    alg_aead = _AEAD_BY_ID[DEFAULT_AEAD]
+    hashfun = _HASH_BY_HKDF[DEFAULT_HKDF]
+    id_context: bytes | None = None
+    echo_recovery: bytes | None = None
+    #: The PoP key identifier of the token this context belongs to (RFC 9203: the Input Material ``id``).
+    pop_id: bytes | None = None
+    _on_sequence: Callable[[int], None] | None = None
+    _claims: Callable[[], list[Any]] | None = None
 
     def __init__(
         self,
@@ -127,29 +158,39 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
         pop_id: bytes | None = None,
         derive: bool = False,
     ) -> None:
-        try:
-            self.alg_aead = _AEAD_BY_ID[params.aead_alg]
-            self.hashfun = _HASH_BY_HKDF[params.hkdf_alg]
-        except KeyError:
-            raise ValueError(f"aiocoap cannot use alg={params.aead_alg} hkdf={params.hkdf_alg}") from None
-        self.id_context = params.id_context
+        self._set_algorithms(params.aead_alg, params.hkdf_alg)
+        if params.id_context is not None:
+            self.id_context = params.id_context
         self.sender_id = params.sender_id
         self.recipient_id = params.recipient_id
         if derive:
             self.derive_keys(params.master_salt, params.master_secret)
         else:
-            self.sender_key = params.sender_key()
-            self.recipient_key = params.recipient_key()
-            self.common_iv = params.common_iv()
+            self.sender_key, self.recipient_key, self.common_iv = derive_keys(params)
+        self._set_sequence_state(sender_sequence_number, echo_recovery, replay_window_size)
+        if on_sequence is not None:
+            self._on_sequence = on_sequence
+        if claims is not None:
+            self._claims = claims
+        if pop_id is not None:
+            self.pop_id = pop_id
+
+    def _set_algorithms(self, aead_alg: int, hkdf_alg: int) -> None:
+        if aead_alg == DEFAULT_AEAD and hkdf_alg == DEFAULT_HKDF:
+            return
+        try:
+            self.alg_aead = _AEAD_BY_ID[aead_alg]
+            self.hashfun = _HASH_BY_HKDF[hkdf_alg]
+        except KeyError:
+            raise ValueError(f"aiocoap cannot use alg={aead_alg} hkdf={hkdf_alg}") from None
+
+    def _set_sequence_state(self, sender_sequence_number: int, echo_recovery: bytes | None, window: int) -> None:
         self.sender_sequence_number = sender_sequence_number
-        self.recipient_replay_window = oscore.ReplayWindow(replay_window_size, lambda: None)
-        self.echo_recovery = echo_recovery
+        self.recipient_replay_window = oscore.ReplayWindow(window, _ignore_strike_out)
         if echo_recovery is None:
             self.recipient_replay_window.initialize_empty()
-        self._on_sequence = on_sequence
-        self._claims = claims
-        #: The PoP key identifier of the token this context belongs to (RFC 9203: the Input Material ``id``).
-        self.pop_id = pop_id
+        else:
+            self.echo_recovery = echo_recovery
 
     @property
     def authenticated_claims(self) -> list[Any]:
@@ -168,13 +209,61 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
         )
 
 
+class TokenOscoreContext(MemoryOscoreContext):
+    """The security context of a token the lock holds, built from its
+    :class:`~resource_server.token_store.OscoreAssociation` (whose derived keys it shares).
+
+    It authenticates the token the store holds for its PoP key (after an update of access rights, RFC 9203 §4.1,
+    that is the new token) and reserves Sender Sequence Numbers through the store (RFC 8613 B.1.1), without a
+    closure per context.
+
+    :param echo_recovery: as for :class:`MemoryOscoreContext` (bytes for a context that may have been used before).
+    """
+
+    pop_id: bytes
+
+    def __init__(
+        self,
+        association: OscoreAssociation,
+        store: TokenStore,
+        pop_id: bytes,
+        *,
+        echo_recovery: bytes | None = None,
+        replay_window_size: int = REPLAY_WINDOW_SIZE,
+    ) -> None:
+        # Not MemoryOscoreContext.__init__, which derives keys from OscoreContextParameters: these were derived
+        # once, at the upload, and are the association's own bytes objects.
+        self._set_algorithms(association.aead_alg, association.hkdf_alg)
+        if association.id_context is not None:
+            self.id_context = association.id_context
+        self.sender_id = association.client_recipient_id
+        self.recipient_id = association.server_recipient_id
+        self.sender_key = association.sender_key
+        self.recipient_key = association.recipient_key
+        self.common_iv = association.common_iv
+        self._set_sequence_state(association.sender_sequence_reserved, echo_recovery, replay_window_size)
+        self.association = association
+        self.pop_id = pop_id
+        self._store = store
+
+    @property
+    def authenticated_claims(self) -> list[Any]:
+        """The token held for this context's PoP key (none once it is gone)."""
+        token = self._store.get(self.pop_id)
+        return [] if token is None else [token]
+
+    def post_seqnoincrease(self) -> None:
+        """RFC 8613 B.1.1: reserve (and persist) before the number is used."""
+        self._store.reserve_sequence_numbers(self.association, self.sender_sequence_number)
+
+
 class IndexedOscoreCredentials(CredentialsMap):  # type: ignore[misc]
     """Server credentials whose ``find_oscore`` is an O(1) lookup by ``(kid, kid context)`` (aiocoap's default
-    scans every entry)."""
+    scans every entry). A context without an ID Context is indexed by its kid alone (no tuple per context)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._by_kid: dict[tuple[bytes, bytes | None], MemoryOscoreContext] = {}
+        self._by_kid: dict[bytes | tuple[bytes, bytes], MemoryOscoreContext] = {}
 
     def __bool__(self) -> bool:
         return True  # an empty map must not be replaced by aiocoap (library-notes §0.4)
@@ -182,13 +271,17 @@ class IndexedOscoreCredentials(CredentialsMap):  # type: ignore[misc]
     def __len__(self) -> int:
         return len(self._by_kid)
 
+    @staticmethod
+    def _key(kid: bytes, kid_context: bytes | None) -> bytes | tuple[bytes, bytes]:
+        return kid if kid_context is None else (kid, kid_context)
+
     def add(self, context: MemoryOscoreContext) -> None:
         """Index ``context`` by its Recipient ID and ID Context."""
-        self._by_kid[(context.recipient_id, context.id_context)] = context
+        self._by_kid[self._key(context.recipient_id, context.id_context)] = context
 
     def discard(self, context: MemoryOscoreContext) -> None:
         """Forget ``context`` (if it is the one indexed under its key)."""
-        key = (context.recipient_id, context.id_context)
+        key = self._key(context.recipient_id, context.id_context)
         if self._by_kid.get(key) is context:
             del self._by_kid[key]
 
@@ -198,17 +291,11 @@ class IndexedOscoreCredentials(CredentialsMap):  # type: ignore[misc]
         if not isinstance(kid, bytes):
             raise KeyError(kid)
         kid_context = unprotected.get(oscore.COSE_KID_CONTEXT)
-        return self._by_kid[(kid, kid_context if isinstance(kid_context, bytes) else None)]
+        return self._by_kid[kid if kid_context is None or not isinstance(kid_context, bytes) else (kid, kid_context)]
 
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
         """Recipient IDs in use without an ID Context (aiocoap asks this when it allocates EDHOC identifiers)."""
-        return {kid for (kid, ctx) in self._by_kid if ctx is None}
-
-
-@dataclass(eq=False)
-class _Installed:
-    context: MemoryOscoreContext
-    association: OscoreAssociation
+        return {key for key in self._by_kid if isinstance(key, bytes)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -228,7 +315,10 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
         self._inner = inner_site
         self.rs = rs
         self.credentials = IndexedOscoreCredentials()
-        self._installed: dict[bytes, _Installed] = {}
+        self._installed: dict[bytes, TokenOscoreContext] = {}  # pop_id -> the context of the token held for it
+        #: Log granted requests at INFO rather than DEBUG (module docstring); from the configuration's
+        #: ``audit_granted``, and may be changed while serving.
+        self.audit_granted = rs.config.audit_granted
         self._public = frozenset(tuple(p) for p in public_paths)
         self._wkc = resource.WKCResource(self.get_resources_as_linkheader, impl_info=None)
         self._authz_info = _AuthzInfoResource(self)
@@ -281,16 +371,20 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
             await self._inner.render_to_pipe(pipe)
             return
         decision = self.rs.check(int(request.code), _path(path), None)
-        status = decision.status.coap_dotted if decision.status is not None else "?"
-        log.info("refused %s %s from %s: %s (unprotected request)", request.code, _path(path), _peer(request), status)
+        if log.isEnabledFor(logging.INFO):
+            status = decision.status.coap_dotted if decision.status is not None else "?"
+            log.info(
+                "refused %s %s from %s: %s (unprotected request)", request.code, _path(path), _peer(request), status
+            )
         pipe.add_response(_refusal(decision), is_last=True)
 
     # -- protected requests ----------------------------------------------------------------------------------
 
     async def _render_protected(self, pipe: Any) -> None:
+        # Per-request work only: the client's address and the token's description are formatted only for a log
+        # line that is emitted (granted requests log at DEBUG unless audit_granted; see the module docstring).
         request = pipe.request
         confirmable = request.mtype == aiocoap.CON
-        peer = _peer(request)
         try:
             header = oscore.verify_start(request)
         except oscore.DecodeError:
@@ -303,18 +397,27 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
         try:
             context = self.credentials.find_oscore(header)
         except KeyError:
-            log.info("refused OSCORE request from %s: 4.01 (no security context for kid %s)", peer, _kid(header))
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "refused OSCORE request from %s: 4.01 (no security context for kid %s)",
+                    _peer(request),
+                    _kid(header),
+                )
             if confirmable:
                 pipe.add_response(_refusal(self._unknown_context()), is_last=True)
             return
         pop_id = context.pop_id
-        installed = self._installed.get(pop_id) if pop_id is not None else None
         token = None
-        if pop_id is not None and installed is not None and installed.context is context:
+        if pop_id is not None and self._installed.get(pop_id) is context:
             token = self.rs.token_for(pop_id)
         if token is None:
             # The token expired or was superseded/evicted: its context must not be used (RFC 9203 §4.3).
-            log.info("refused OSCORE request from %s: 4.01 (the token of context %s is gone)", peer, _kid(header))
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "refused OSCORE request from %s: 4.01 (the token of context %s is gone)",
+                    _peer(request),
+                    _kid(header),
+                )
             if confirmable:
                 pipe.add_response(_refusal(self._unknown_context()), is_last=True)
             return
@@ -322,30 +425,31 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
             inner, request_id = context.unprotect(request)
         except oscore.ReplayErrorWithEcho as exc:
             # RFC 8613 B.1.2: a restored context learns its replay window from a request returning this Echo.
-            log.info("OSCORE Echo challenge to %s (%s): replay window recovery after restart", peer, token.describe())
+            log.info(
+                "OSCORE Echo challenge to %s (%s): replay window recovery after restart",
+                _peer(request),
+                token.describe(),
+            )
             pipe.add_response(exc.to_message(), is_last=True)
             return
         except oscore.ReplayError:
-            log.warning("refused OSCORE request from %s: 4.01 replay detected (%s)", peer, token.describe())
+            log.warning("refused OSCORE request from %s: 4.01 replay detected (%s)", _peer(request), token.describe())
             if confirmable:
                 message = aiocoap.Message(code=Code.UNAUTHORIZED, max_age=0, payload=b"Replay detected")
                 pipe.add_response(message, is_last=True)
             return
         except oscore.DecodeError:
-            log.warning("refused OSCORE request from %s: 4.02 undecodable OSCORE data", peer)
+            log.warning("refused OSCORE request from %s: 4.02 undecodable OSCORE data", _peer(request))
             if confirmable:
                 pipe.add_response(aiocoap.Message(code=Code.BAD_OPTION), is_last=True)
             return
         except oscore.ProtectionInvalid:
-            salt = token.claims.cnf.osc.salt if token.claims.cnf and token.claims.cnf.osc else None
             log.warning(
-                "refused OSCORE request from %s: 4.00 decryption failed (%s)%s",
-                peer,
+                "refused OSCORE request from %s: 4.00 decryption failed (%s); if its OSCORE_Input_Material has no "
+                "salt, the client may omit the absent salt from the Master Salt instead of encoding it as h'' "
+                "(RFC 9203 §4.3, see ace_core.oscore) and so derive other keys",
+                _peer(request),
                 token.describe(),
-                ""
-                if salt
-                else "; the token has no salt: a client that omits the absent salt from the Master Salt instead of "
-                "encoding it as h'' (RFC 9203 §4.3, see ace_core.oscore) derives other keys",
             )
             if confirmable:
                 pipe.add_response(aiocoap.Message(code=Code.BAD_REQUEST, payload=b"Decryption failed"), is_last=True)
@@ -358,35 +462,49 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
         elif path == WELL_KNOWN_CORE:
             message = await _render_resource(self._wkc, inner)
         else:
-            decision = self.rs.check(int(inner.code), _path(path), token)
+            local = _path(path)
+            decision = self.rs.check(int(inner.code), local, token)
             if not decision.allowed:
-                log.info(
-                    "refused %s %s from %s: %s (%s)",
-                    inner.code,
-                    _path(path),
-                    peer,
-                    decision.status.coap_dotted if decision.status else "",
-                    decision.reason,
-                )
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "refused %s %s from %s: %s (%s)",
+                        inner.code,
+                        local,
+                        _peer(request),
+                        decision.status.coap_dotted if decision.status else "",
+                        decision.reason,
+                    )
                 message = _refusal(decision)
             else:
-                log.info("authorized %s %s from %s (%s)", inner.code, _path(path), peer, token.describe())
+                level = logging.INFO if self.audit_granted else logging.DEBUG
+                if log.isEnabledFor(level):
+                    log.log(
+                        level,
+                        "authorized %s %s from %s (%s)",
+                        inner.code,
+                        local,
+                        _peer(request),
+                        token.describe(),
+                    )
                 await self._render_inner(pipe, inner, response_context, request_id)
                 return
         protected, _ = response_context.protect(message, request_id)
         pipe.add_response(protected, is_last=True)
 
     async def _render_inner(self, pipe: Any, inner: aiocoap.Message, context: Any, request_id: Any) -> None:
-        """Render an allowed request with the inner site and protect every response (as OscoreSiteWrapper)."""
-        inner_pipe = aiocoap.pipe.IterablePipe(inner)
-        errors_to_messages = aiocoap.pipe.error_to_message(inner_pipe, log)
-        aiocoap.pipe.run_driving_pipe(
-            errors_to_messages, self._inner.render_to_pipe(inner_pipe), name=f"ACE rendering of {inner!r}"
-        )
-        async for event in inner_pipe:
+        """Render an allowed request with the inner site and protect every response, as ``OscoreSiteWrapper`` does,
+        but awaiting the inner site here instead of in a task of its own feeding a queue (the task, the queue and
+        the task's name, a formatted request, cost as much as the guard). An observation keeps this coroutine
+        waiting in the inner resource; its notifications are protected as they come, and the loss of interest
+        cancels it (aiocoap cancels the task that renders the outer request), as the pipe protocol intends.
+        """
+        inner_pipe = aiocoap.pipe.Pipe(inner, log)
+
+        def forward(event: Any) -> bool:
             if event.exception is not None:
-                log.warning("resource raised %r; answering 5.00", event.exception)
-                message, is_last = aiocoap.Message(code=Code.INTERNAL_SERVER_ERROR), True
+                message, is_last = _error_response(event.exception), True
+            elif event.message is None:
+                return False  # the end of interest, nothing to send
             else:
                 message, is_last = event.message, event.is_last
             if not is_last:
@@ -395,8 +513,13 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
             if message.opt.observe is not None:
                 protected.opt.observe = context.sender_sequence_number & 0xFFFFFFFF
             pipe.add_response(protected, is_last=is_last)
-            if is_last:
-                break
+            return not is_last
+
+        inner_pipe.on_event(forward)
+        try:
+            await self._inner.render_to_pipe(inner_pipe)
+        except Exception as exc:  # noqa: BLE001 - becomes the protected error response (_error_response)
+            inner_pipe.add_exception(exc)
 
     # -- contexts --------------------------------------------------------------------------------------------
 
@@ -404,34 +527,32 @@ class AceSiteWrapper(interfaces.Resource):  # type: ignore[misc]
         """Install (or replace) the security context of ``token``, just derived by a successful upload."""
         return self._install(token, fresh=True)
 
-    def _install(self, token: StoredToken, *, fresh: bool) -> MemoryOscoreContext:
+    def _install(self, token: StoredToken, *, fresh: bool) -> TokenOscoreContext:
         association = token.association
         assert association is not None
         previous = self._installed.pop(token.pop_id, None)
         if previous is not None:
-            self.credentials.discard(previous.context)
-        store = self.rs.store
-        pop_id = token.pop_id
-        context = MemoryOscoreContext(
-            association.params,
-            sender_sequence_number=association.sender_sequence_reserved,
+            self.credentials.discard(previous)
+        context = TokenOscoreContext(
+            association,
+            self.rs.store,
+            token.pop_id,
             echo_recovery=None if fresh and not association.restored else secrets.token_bytes(ECHO_LENGTH),
-            on_sequence=lambda next_to_send: store.reserve_sequence_numbers(association, next_to_send),
-            claims=lambda: [t for t in (store.get(pop_id),) if t is not None],
-            pop_id=pop_id,
         )
-        self._installed[pop_id] = _Installed(context, association)
+        self._installed[token.pop_id] = context
         self.credentials.add(context)
         return context
 
     def _on_removal(self, removal: Removal) -> None:
         if removal.keeps_context:
             return
-        installed = self._installed.get(removal.token.pop_id)
-        if installed is not None and installed.association is removal.token.association:
-            del self._installed[removal.token.pop_id]
-            self.credentials.discard(installed.context)
-            log.info("dropped the security context of %s (%s)", removal.token.describe(), removal.reason)
+        token = removal.token
+        installed = self._installed.get(token.pop_id)
+        if installed is not None and installed.association is token.association:
+            del self._installed[token.pop_id]
+            self.credentials.discard(installed)
+            if log.isEnabledFor(logging.DEBUG):  # a full store drops one on every upload
+                log.debug("dropped the security context of %s (%s)", token.describe(), removal.reason)
 
     def _unknown_context(self) -> GuardDecision:
         return GuardDecision(Status.UNAUTHORIZED, self.rs.guard.hints(monotonic=self.rs.monotonic()), "no context")
@@ -458,6 +579,18 @@ class _AuthzInfoResource(resource.Resource):  # type: ignore[misc]
         if request.code == Code.POST and size > limit:
             log.warning("refused token from %s: 4.13 upload of %d+ bytes", _peer(request), size)
             pipe.add_response(aiocoap.Message(code=Code.REQUEST_ENTITY_TOO_LARGE, size1=limit), is_last=True)
+            return
+        if request.code == Code.POST and block1 is None and request.opt.block2 is None:
+            # The usual upload: one datagram. Nothing to reassemble, and the answer (at most the few bytes of
+            # nonce2 and ID2) fits any block size, so aiocoap's blockwise bookkeeping (a cache key per request,
+            # RFC 7959) is skipped; it is as much work as the rest of the transport's part of an upload.
+            message = self._post(request, None)
+            no_response = request.opt.no_response
+            if no_response is not None:  # as resource.Resource.render does (_post never sets one)
+                message.opt.no_response = no_response
+            if len(message.payload) > request.remote.maximum_payload_size:
+                message = await self._block2.extract_or_insert(request, _returning(message))
+            pipe.add_response(message, is_last=True)
             return
         await super().render_to_pipe(pipe)
 
@@ -496,8 +629,33 @@ class _AuthzInfoResource(resource.Resource):  # type: ignore[misc]
             self._wrapper.install(result.token)
         message = aiocoap.Message(code=Code(result.status.coap_code), payload=result.payload)
         if result.content_format is not None:
-            message.opt.content_format = ContentFormat(result.content_format)
+            fmt = result.content_format
+            message.opt.content_format = ACE_CBOR_FORMAT if fmt == ACE_CBOR_FORMAT else ContentFormat(fmt)
         return message
+
+
+def _error_response(exc: BaseException) -> aiocoap.Message:
+    """The answer to a resource that raised (what ``aiocoap.pipe.error_to_message`` makes of it): a renderable error
+    becomes its message (e.g. 4.04 from the site), anything else 5.00, logged with its traceback."""
+    if isinstance(exc, coap_error.RenderableError):
+        try:
+            message: aiocoap.Message | None = exc.to_message()
+        except Exception:  # noqa: BLE001 - as aiocoap: a renderable error that cannot render is a 5.00
+            log.exception("rendering %r failed", exc)
+            message = None
+        if message is not None:
+            log.info("resource raised a renderable error (%r), responding accordingly", exc)
+            return message
+    else:
+        log.error("resource raised %r; answering 5.00", exc, exc_info=exc)
+    return aiocoap.Message(code=Code.INTERNAL_SERVER_ERROR)
+
+
+def _returning(message: aiocoap.Message) -> Callable[[], Awaitable[aiocoap.Message]]:
+    async def build() -> aiocoap.Message:
+        return message
+
+    return build
 
 
 async def _render_resource(res: Any, request: aiocoap.Message) -> aiocoap.Message:
@@ -529,10 +687,20 @@ def _kid(header: dict[int, Any]) -> str:
 def _peer(request: aiocoap.Message) -> str:
     """The remote's IP address (without port); IPv4-mapped IPv6 addresses are unmapped."""
     try:
-        host, _port = hostportsplit(request.remote.hostinfo)
+        hostinfo = request.remote.hostinfo
+    except AttributeError:
+        return ""
+    return _address_of(hostinfo) if isinstance(hostinfo, str) else str(hostinfo)
+
+
+@functools.lru_cache(maxsize=PEER_CACHE_SIZE)
+def _address_of(hostinfo: str) -> str:
+    # Cached: every token upload needs its peer (rate limiting), and parsing the address costs more than a lookup.
+    try:
+        host, _port = hostportsplit(hostinfo)
         address = ipaddress.ip_address(host.split("%", 1)[0])
-    except (ValueError, AttributeError):
-        return str(getattr(request.remote, "hostinfo", ""))
+    except ValueError:
+        return hostinfo
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)

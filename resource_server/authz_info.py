@@ -3,7 +3,9 @@ profile's exchange, RFC 9203 §4.1/§4.2 (nonces, Recipient IDs, update of acces
 
 :meth:`AuthzInfo.handle` takes the request payload and its Content-Format and either returns an
 :class:`AuthzInfoResult` (2.01) or raises an :class:`~ace_core.errors.AceError` whose ``status`` is the answer.
-The transport puts only that status on the wire (and Max-Age for 4.29); the cause is logged here.
+The transport puts only that status on the wire (and Max-Age for 4.29); the cause is logged here (WARNING). An
+accepted token is logged with its PoP id, ``cti``, audience and rights at DEBUG, or at INFO with ``audit_granted``
+(see :mod:`resource_server.aiocoap_site` for the lock's audit log).
 
 =========================================================  ===============================  ======
 check, in this order                                       error                            status
@@ -36,6 +38,10 @@ among the lock's contexts and different from ``ID1``); :attr:`AuthzInfoResult.co
 context the request arrived on replaces the authorization information and keeps the context: 2.01 with no payload
 (the transport protects it).
 
+What is kept of an accepted token is described in :mod:`resource_server.token_store` (memory per token): the
+claims set is not, equal audiences and rights are shared objects (the rights of each distinct ``scope`` are
+decoded once), and the OSCORE keys are derived with one HKDF-Extract (:mod:`resource_server.oscore_keys`).
+
 Content-Formats: ``application/cwt`` (61) is a bare token; ``application/ace+cbor`` (19) -- or no Content-Format,
 which RFC 9203 leaves no other reading for -- is the ``AuthzInfoRequest`` map ``{1: token, 40: nonce1, 43: ID1}``.
 In an update, ``nonce1`` and ``ID1`` are ignored (RFC 9203 §4.1).
@@ -48,7 +54,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ace_core import cwt
+from ace_core import cbor, cwt
 from ace_core.errors import (
     AceError,
     AudienceMismatch,
@@ -59,10 +65,10 @@ from ace_core.errors import (
     TokenRejected,
     WireFormatError,
 )
-from ace_core.messages import AuthzInfoRequest, AuthzInfoResponse
+from ace_core.messages import AuthzInfoRequest
 from ace_core.oscore import AEAD_PARAMETERS, DEFAULT_AEAD, OscoreContextParameters, Role, context_parameters
 from ace_core.pop import Confirmation, OscoreMaterial
-from ace_core.registry import AceProfile, ContentFormat
+from ace_core.registry import AceProfile, ContentFormat, TokenParam
 from ace_core.scope import AifScope, TextScope, decode_scope
 from ace_core.status import Status
 from resource_server.cnonce import CnonceManager
@@ -84,6 +90,7 @@ from resource_server.token_store import (
     StoredToken,
     TokenStore,
     parse_exi_cti,
+    token_hash,
 )
 
 __all__ = ["NONCE2_LENGTH", "AuthzInfo", "AuthzInfoResult", "RestoreReport"]
@@ -96,6 +103,11 @@ NONCE2_LENGTH = 8
 MAX_NONCE1_LENGTH = 64
 #: Longest ID Context accepted (RFC 8613 §6.1: its length travels in one byte of the OSCORE option).
 MAX_ID_CONTEXT_LENGTH = 255
+#: Distinct ``scope`` values whose rights are remembered (tokens for the same scope then share one AifScope).
+RIGHTS_CACHE_SIZE = 256
+#: The ``AuthzInfoResponse`` map keys (RFC 9203 §4.2) as plain ints, for encoding it without the message codec.
+_NONCE2 = int(TokenParam.NONCE2)
+_ID2 = int(TokenParam.ACE_SERVER_RECIPIENTID)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +173,16 @@ class AuthzInfo:
         self.cnonces = cnonces
         self._rng = rng
         self.limiter = RateLimiter(limit=config.rate_limit, window=config.rate_window)
+        # The configuration's own str objects, so that stored tokens share them instead of each keeping the
+        # decoded ``aud`` string; and the rights of the scopes seen, shared by tokens granting the same.
+        self._audiences = {a: a for a in config.audiences}
+        self._rights: dict[str | bytes, AifScope] = {}
+        # id(rights) -> (rights, its text for the audit line): the entry keeps the object alive, so the id is not
+        # reused while the entry exists; the text is computed once per distinct rights object.
+        self._rights_texts: dict[int, tuple[AifScope, str]] = {}
+        # Accepted tokens are logged like granted requests (resource_server.config: audit_granted); refused ones
+        # always at WARNING.
+        self._granted_level = logging.INFO if config.audit_granted else logging.DEBUG
 
     # -- the endpoint ----------------------------------------------------------------------------------------
 
@@ -194,14 +216,17 @@ class AuthzInfo:
                 exc.detail or "-",
             )
             raise
-        log.info(
-            "accepted token from %s: %s audience=%s rights=%s%s",
-            peer,
-            result.token.describe(),
-            result.token.audience,
-            _rights_text(result.token.rights),
-            " (access rights updated over OSCORE)" if result.is_update else "",
-        )
+        level = self._granted_level
+        if log.isEnabledFor(level):  # the audit line of a grant: INFO with audit_granted, else DEBUG
+            log.log(
+                level,
+                "accepted token from %s: %s audience=%s rights=%s%s",
+                peer,
+                result.token.describe(),
+                result.token.audience,
+                self._rights_text(result.token.rights),
+                " (access rights updated over OSCORE)" if result.is_update else "",
+            )
         return result
 
     def _handle(
@@ -244,6 +269,16 @@ class AuthzInfo:
         except WireFormatError as exc:
             raise TokenMalformed(f"not an authz-info request: {exc.detail}") from exc
 
+    def _rights_text(self, rights: AifScope) -> str:
+        entry = self._rights_texts.get(id(rights))
+        if entry is not None and entry[0] is rights:
+            return entry[1]
+        text = _rights_text(rights)
+        if len(self._rights_texts) >= RIGHTS_CACHE_SIZE:
+            self._rights_texts.clear()
+        self._rights_texts[id(rights)] = (rights, text)
+        return text
+
     # -- token checks (RFC 9200 §5.10.1.1 order) -------------------------------------------------------------
 
     def _check(self, token: bytes, *, now: float | None, monotonic: float, restoring: bool = False) -> _Checked:
@@ -266,7 +301,7 @@ class AuthzInfo:
         exi = parse_exi_cti(claims.cti, config.audiences) if claims.exi is not None else None
         if exi is not None and held is None and not restoring and self.store.is_sequence_gone(*exi):
             raise ExiSequenceExpired(f"exi sequence number {exi[1]} not above the highest gone for {exi[0]!r}")
-        audience = next((a for a in claims.audiences() if a in config.audiences), None)
+        audience = next((self._audiences[a] for a in claims.audiences() if a in self._audiences), None)
         if audience is None:
             raise AudienceMismatch(f"aud {claims.aud!r} not in {list(config.audiences)}")
         if claims.exi is not None and exi is None:
@@ -285,6 +320,16 @@ class AuthzInfo:
         """
         if scope is None:
             raise ScopeNotRecognized("no scope")
+        rights = self._rights.get(scope)
+        if rights is not None:
+            return rights  # AifScope is immutable: tokens granting the same share one
+        rights = self._decode_rights(scope)
+        if len(self._rights) >= RIGHTS_CACHE_SIZE:
+            self._rights.clear()
+        self._rights[scope] = rights
+        return rights
+
+    def _decode_rights(self, scope: str | bytes) -> AifScope:
         try:
             if self.config.scope_format is ScopeFormat.AIF:
                 decoded = decode_scope(scope, aif=True, max_size=self.config.max_token_size)
@@ -334,15 +379,18 @@ class AuthzInfo:
                 server_recipient_id=id2,
                 role=Role.SERVER,
             )
+            persistent = self.store.persistent  # only a restart needs the nonces again
+            association = OscoreAssociation.derive(
+                params, nonce1=nonce1 if persistent else None, nonce2=nonce2 if persistent else None
+            )
         except ValueError as exc:
             raise OscoreParametersInvalid(str(exc)) from exc
-        association = OscoreAssociation(
-            nonce1=nonce1, nonce2=nonce2, client_recipient_id=id1, server_recipient_id=id2, params=params
-        )
         token = self._stored(request.access_token, checked, association, now, monotonic)
         self.store.put(token, now=now, monotonic=monotonic, reason=RemovalReason.SUPERSEDED)
         self.store.save()
-        body = AuthzInfoResponse(nonce2=nonce2, ace_server_recipientid=id2).to_cbor()
+        # AuthzInfoResponse {42: nonce2, 44: ID2} (RFC 9203 §4.2), encoded directly: the message codec costs more
+        # than the two byte strings (a test checks the bytes are AuthzInfoResponse.to_cbor()'s).
+        body = cbor.dumps({_NONCE2: nonce2, _ID2: id2})
         return AuthzInfoResult(
             status=Status.CREATED, payload=body, content_format=ContentFormat.ACE_CBOR, token=token, context=params
         )
@@ -387,8 +435,9 @@ class AuthzInfo:
             assert exi_started is not None
             expires_after = exi_started + claims.exi
         return StoredToken(
-            token=raw,
-            claims=claims,
+            token=raw if self.store.persistent else None,
+            token_hash=token_hash(raw),
+            cti=claims.cti,
             pop_id=checked.pop_id,
             audience=checked.audience,
             rights=checked.rights,
@@ -459,18 +508,16 @@ class AuthzInfo:
                 server_recipient_id=record.server_recipient_id,
                 role=Role.SERVER,
             )
+            association = OscoreAssociation.derive(
+                params,
+                nonce1=record.nonce1,
+                nonce2=record.nonce2,
+                sender_sequence_reserved=record.sender_sequence_reserved,
+                restored=True,
+            )
         except (OscoreParametersInvalid, ValueError) as exc:
             log.info("not restoring token cti=%s: %s", _hex(claims.cti), exc)
             return None
-        association = OscoreAssociation(
-            nonce1=record.nonce1,
-            nonce2=record.nonce2,
-            client_recipient_id=record.client_recipient_id,
-            server_recipient_id=record.server_recipient_id,
-            params=params,
-            sender_sequence_reserved=record.sender_sequence_reserved,
-            restored=True,
-        )
         token = self._stored(
             record.token,
             checked,

@@ -20,6 +20,7 @@ The TOML file (``ostiary lock init-config`` writes one; ``ostiary lock serve --c
     rate_window = 60                             # ... per this many seconds (then 4.29)
     state_file = "/var/lib/ostiary/lock.state"   # optional: keep tokens across restarts
     sequence_chunk = 64                          # OSCORE sender sequence numbers reserved per write
+    audit_granted = false                        # true: log accepted tokens and granted requests at INFO
 
     [scopes]                                     # only for scope_format = "text": name -> AIF rights
     open = "/lock:PUT,POST"
@@ -30,6 +31,14 @@ The TOML file (``ostiary lock init-config`` writes one; ``ostiary lock serve --c
 
 Key material is inlined because ``ostiary as rs add`` prints it for pasting (the config file is written with
 mode 0600); ``key_files`` keeps it out of the file instead (STYLE §3.5).
+
+**Audit trail.** At the default log level (INFO) the lock logs every refused token or request, and the door logs
+who locked or unlocked it (logger ``ostiary.lock.door``: ``door unlocked by pop_id=... cti=...``). Every accepted
+token (client address, PoP id, ``cti``, audience, rights; logger ``ostiary.rs.authz_info``) and every *granted*
+request to any resource (``authorized PUT /lock from 192.0.2.7 (pop_id=... cti=...)``, logger ``ostiary.lock``) is
+logged too, at DEBUG by default -- one log line costs about as much CPU as the whole OSCORE request -- or at INFO
+with ``audit_granted = true``. ``ostiary lock serve --log-level debug`` shows them as well, with everything else at
+DEBUG.
 """
 
 from __future__ import annotations
@@ -81,6 +90,8 @@ class RsConfig:
     :param rate_limit: token submissions allowed per peer per ``rate_window`` seconds (then 4.29).
     :param state_file: where tokens and OSCORE sequence numbers persist; ``None`` keeps them in memory.
     :param sequence_chunk: OSCORE sender sequence numbers reserved per write of the state file (RFC 8613 B.1.1).
+    :param audit_granted: log accepted tokens and granted resource requests at INFO instead of DEBUG (the module
+        docstring's audit trail).
     """
 
     audiences: tuple[str, ...]
@@ -99,6 +110,7 @@ class RsConfig:
     rate_window: float = 60.0
     state_file: Path | None = None
     sequence_chunk: int = 64
+    audit_granted: bool = False
 
     def __post_init__(self) -> None:
         if not self.audiences or not all(isinstance(a, str) and a for a in self.audiences):
@@ -243,6 +255,7 @@ def rs_config_from_mapping(data: Mapping[str, Any], *, base: Path | None = None)
         rate_window=float(_expect(rs, "rate_window", number, 60)),
         state_file=None if state_file is None else resolve(state_file),
         sequence_chunk=_expect(rs, "sequence_chunk", int, 64),
+        audit_granted=_expect(rs, "audit_granted", bool, False),
     )
 
 
@@ -303,6 +316,8 @@ def render_config(
         "cnonce = false",
         "rate_limit = 10",
         "rate_window = 60",
+        "# true: log accepted tokens and granted requests at INFO (refusals and the door's actions always are).",
+        "audit_granted = false",
     ]
     if state_file is not None:
         lines.append(f"state_file = {s(state_file)}")

@@ -52,6 +52,9 @@ class GuardDecision:
         return self.status is None
 
 
+_GRANTED = GuardDecision(None, None, "granted")
+
+
 class Guard:
     """Decides resource requests against stored tokens (module docstring).
 
@@ -92,7 +95,7 @@ class Guard:
             permitted = False  # a method AIF cannot express is never granted (RFC 9237 §6)
         if not permitted:
             return GuardDecision(Status.METHOD_NOT_ALLOWED, None, f"method not granted on {path} ({token.describe()})")
-        return GuardDecision(None, None, f"granted ({token.describe()})")
+        return _GRANTED  # the common case allocates nothing (the transport describes the token if it logs)
 
     def hints(self, method: MethodLike | None = None, path: str | None = None, *, monotonic: float) -> CreationHints:
         """AS Request Creation Hints (RFC 9200 §5.3) for a request, or generic ones when the request is unknown

@@ -38,6 +38,12 @@ Recipient IDs of each security context, the OSCORE sender sequence numbers reser
 marks and the Recipient-ID counter. :meth:`load` returns that snapshot; the caller re-verifies every token
 (:meth:`resource_server.authz_info.AuthzInfo.restore`).
 
+**Memory per token.** A held token is a :class:`StoredToken` (the few claims the lock uses, not the claims set),
+an :class:`OscoreAssociation` (derived keys, not the Master Secret) and index entries: about 1.3 KiB with the
+transport's security context (``make bench BENCH=rs``, goal (c)). The token bytes (about 150 B for a typical lock
+token) and the two 8-byte nonces a restart needs are kept only when the store persists (:attr:`TokenStore.persistent`);
+they are the input of the snapshot, and without a state file nothing could use them.
+
 **OSCORE replay safety across restarts** (RFC 8613 Appendix B.1), the rule Ostiary implements:
 
 * *Sender Sequence Number* (B.1.1): numbers are reserved in chunks of ``sequence_chunk``; the reservation is
@@ -51,13 +57,16 @@ marks and the Recipient-ID counter. :meth:`load` returns that snapshot; the call
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import heapq
 import logging
+import operator
 import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -65,8 +74,10 @@ from typing import Any
 from ace_core import cbor
 from ace_core.cwt import Claims
 from ace_core.errors import WireFormatError
-from ace_core.oscore import OscoreContextParameters
+from ace_core.oscore import DEFAULT_AEAD, DEFAULT_HKDF, OscoreContextParameters
+from ace_core.registry import NI_SUITE_SHA_256
 from ace_core.scope import AifScope
+from resource_server.oscore_keys import derive_keys
 
 __all__ = [
     "MAX_SEQUENCE_BYTES",
@@ -78,6 +89,7 @@ __all__ = [
     "StoredToken",
     "TokenStore",
     "parse_exi_cti",
+    "token_hash",
 ]
 
 log = logging.getLogger("ostiary.rs.store")
@@ -85,6 +97,10 @@ log = logging.getLogger("ostiary.rs.store")
 #: The sequence number in an ``exi`` token's ``cti`` is 1 to 8 bytes long (module docstring).
 MAX_SEQUENCE_BYTES = 8
 _STATE_VERSION = 1
+#: RFC 6920 §6 binary format: 2 reserved bits (zero) and the 6-bit Suite ID (RFC 9770 §4).
+_SHA_256_PREFIX = bytes((NI_SUITE_SHA_256,))
+_EXPIRES_AT = operator.attrgetter("expires_at")
+_EXPIRES_AFTER = operator.attrgetter("expires_after")
 
 
 def parse_exi_cti(cti: bytes | None, audiences: Sequence[str]) -> tuple[str, int] | None:
@@ -107,35 +123,82 @@ def parse_exi_cti(cti: bytes | None, audiences: Sequence[str]) -> tuple[str, int
     return None
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, kw_only=True)
 class OscoreAssociation:
-    """The OSCORE security association derived for a token (RFC 9203 §4.1-§4.3), as the RS keeps it.
+    """The OSCORE security association derived for a token (RFC 9203 §4.1-§4.3), as the RS keeps it: the derived
+    keys and identifiers (RFC 8613 §3.2.1), not the Master Secret and Master Salt they came from.
 
-    The derived :attr:`params` are not persisted; they are derived again from the token and the nonces.
-    :attr:`sender_sequence_reserved` is the bound below which sender sequence numbers may have been used (RFC 8613
-    B.1.1); :attr:`restored` marks a context rebuilt after a restart (its replay window needs Echo recovery).
+    :attr:`nonce1` and :attr:`nonce2` are what a restart needs to derive the keys again from the persisted token
+    (RFC 9203 §4.3); they are kept only by a store that persists (``None`` otherwise). :attr:`sender_sequence_reserved`
+    is the bound below which sender sequence numbers may have been used (RFC 8613 B.1.1); :attr:`restored` marks a
+    context rebuilt after a restart (its replay window needs Echo recovery).
     """
 
-    nonce1: bytes
-    nonce2: bytes
     client_recipient_id: bytes  # ID1: the RS's Sender ID
     server_recipient_id: bytes  # ID2: the RS's Recipient ID
-    params: OscoreContextParameters = field(repr=False)
+    sender_key: bytes = field(repr=False)
+    recipient_key: bytes = field(repr=False)
+    common_iv: bytes = field(repr=False)
+    id_context: bytes | None = None
+    aead_alg: int = DEFAULT_AEAD
+    hkdf_alg: int = DEFAULT_HKDF
+    nonce1: bytes | None = None
+    nonce2: bytes | None = None
     sender_sequence_reserved: int = 0
     restored: bool = False
+
+    @classmethod
+    def derive(
+        cls,
+        params: OscoreContextParameters,
+        *,
+        nonce1: bytes | None = None,
+        nonce2: bytes | None = None,
+        sender_sequence_reserved: int = 0,
+        restored: bool = False,
+    ) -> OscoreAssociation:
+        """The association of the RS's context ``params`` (role SERVER): its keys are derived here, once.
+
+        :param nonce1: pass with ``nonce2`` when the store persists (see the class docstring).
+        :raises ValueError: algorithms OSCORE cannot use.
+        """
+        keys = derive_keys(params)
+        return cls(
+            client_recipient_id=params.sender_id,
+            server_recipient_id=params.recipient_id,
+            sender_key=keys.sender_key,
+            recipient_key=keys.recipient_key,
+            common_iv=keys.common_iv,
+            id_context=params.id_context,
+            aead_alg=int(params.aead_alg),
+            hkdf_alg=int(params.hkdf_alg),
+            nonce1=nonce1,
+            nonce2=nonce2,
+            sender_sequence_reserved=sender_sequence_reserved,
+            restored=restored,
+        )
 
     @property
     def lookup_key(self) -> tuple[bytes, bytes | None]:
         """``(kid, kid context)`` of requests protected with this context: the RS's Recipient ID and ID Context."""
-        return self.server_recipient_id, self.params.id_context
+        return self.server_recipient_id, self.id_context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class StoredToken:
-    """A verified token the RS holds, with what the RS derived from it.
+    """A verified token the RS holds: what the lock needs of it after verification, not the token itself.
 
-    :param token: the token bytes as received (persisted as is; its secrets stay encrypted).
+    Thousands of these may be held (the bench's lock holds 10,000), so the claims set is not kept: of the claims,
+    the lock needs only ``cti`` (supersession, the ``exi`` rule, logs), ``aud`` (the matching audience), the
+    rights from ``scope`` and the deadlines from ``exp``/``exi``; ``cnf`` went into the :attr:`association`.
+    Equal audiences and rights are shared objects between tokens.
+
     :param pop_id: the PoP key identifier: OSCORE_Input_Material ``id`` (or the ``kid`` of an update).
+    :param cti: the token's ``cti`` claim.
+    :param token_hash: the RFC 9770 §4 token hash (:func:`token_hash`, 33 bytes), what a token revocation list
+        names; ``None`` if not computed.
+    :param token: the token bytes as received, kept only by a store that persists (they are what
+        :meth:`TokenStore.save` writes: the OSCORE master secret stays encrypted); else ``None``.
     :param rights: the access rights the token grants here, as AIF (text scopes mapped through the config).
     :param received: monotonic time of this upload; ``received_wall`` the wall time, if the lock has a clock.
     :param exi_started: monotonic time this ``cti`` was first received (``exi`` tokens only).
@@ -143,14 +206,17 @@ class StoredToken:
     :param expires_after: monotonic deadline (first receipt + ``exi``), or ``None``.
     :param exi_sequence: the sequence number from the ``cti`` of an ``exi`` token.
     :param association: the OSCORE security association (``None`` only while being built).
+    :param claims: (constructor only) take ``cti`` from this claims set when ``cti`` is not given; the claims
+        set itself is not kept.
     """
 
-    token: bytes = field(repr=False)
-    claims: Claims = field(repr=False)
     pop_id: bytes
     audience: str
     rights: AifScope
     received: float
+    cti: bytes | None = None
+    token_hash: bytes | None = field(default=None, repr=False)
+    token: bytes | None = field(default=None, repr=False)
     received_wall: float | None = None
     exi_started: float | None = None
     exi_started_wall: float | None = None
@@ -158,11 +224,11 @@ class StoredToken:
     expires_after: float | None = None
     exi_sequence: int | None = None
     association: OscoreAssociation | None = None
+    claims: InitVar[Claims | None] = None
 
-    @property
-    def cti(self) -> bytes | None:
-        """The token's ``cti`` claim."""
-        return self.claims.cti
+    def __post_init__(self, claims: Claims | None) -> None:
+        if claims is not None and self.cti is None:
+            object.__setattr__(self, "cti", claims.cti)
 
     def is_expired(self, *, now: float | None, monotonic: float) -> bool:
         """Whether the token has expired at ``now`` (wall clock, ``None`` if there is none) / ``monotonic``."""
@@ -174,6 +240,20 @@ class StoredToken:
         """A short identification for logs (no key material): PoP id and cti."""
         cti = self.cti.hex() if self.cti is not None else "-"
         return f"pop_id={self.pop_id.hex()} cti={cti}"
+
+
+# The InitVar's default stays behind as a class attribute; without it, ``token.claims`` is an AttributeError
+# rather than a silent ``None`` (the claims are not kept).
+del StoredToken.claims  # type: ignore[attr-defined]
+
+
+def token_hash(token: bytes) -> bytes:
+    """The RFC 9770 §4 token hash of an access token as the RS received it: ``0x01 || SHA-256(HASH_INPUT)``, the
+    RFC 6920 §6 binary form (Suite ID 1, sha-256), where ``HASH_INPUT`` is the UTF-8 text of base64url(token)
+    without padding (RFC 9770 §4.2.1). The AS computes the same value for the token it issued
+    (``as_server.tokens.token_hash``; a test checks they agree), and a token revocation list names tokens by it.
+    """
+    return _SHA_256_PREFIX + hashlib.sha256(base64.urlsafe_b64encode(token).rstrip(b"=")).digest()
 
 
 class RemovalReason(StrEnum):
@@ -241,10 +321,10 @@ class TokenStore:
         self.sequence_chunk = sequence_chunk
         self._tokens: OrderedDict[bytes, StoredToken] = OrderedDict()  # receipt order, oldest first
         self._by_recipient_id: dict[bytes, bytes] = {}  # ID2 -> pop_id
-        self._wall_deadlines: list[tuple[float, int, bytes]] = []
-        self._mono_deadlines: list[tuple[float, int, bytes]] = []
-        self._serial_of: dict[bytes, int] = {}
-        self._serial = 0
+        # (deadline, pop_id) per held token, with lazy deletion: an entry whose PoP key no longer holds a token with
+        # that deadline is stale. Entries name the key, not the token, so that stale ones keep no token alive.
+        self._wall_deadlines: list[tuple[float, bytes]] = []
+        self._mono_deadlines: list[tuple[float, bytes]] = []
         self._highest_gone: dict[str, int] = {}
         self._next_recipient_id = 0
         self._listeners: list[Listener] = []
@@ -259,6 +339,12 @@ class TokenStore:
 
     def __contains__(self, pop_id: object) -> bool:
         return pop_id in self._tokens
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the store writes a state file (its tokens then keep what a restart needs: the token bytes and
+        the OSCORE nonces)."""
+        return self.path is not None
 
     def get(self, pop_id: bytes) -> StoredToken | None:
         """The token held for a PoP key identifier, O(1)."""
@@ -289,8 +375,11 @@ class TokenStore:
         self._listeners.remove(listener)
 
     def _notify(self, removals: list[Removal]) -> None:
+        # DEBUG: a full store evicts a token on every upload (the upload is the audit event, see authz_info).
+        debug = log.isEnabledFor(logging.DEBUG)
         for removal in removals:
-            log.info("token %s removed: %s", removal.token.describe(), removal.reason)
+            if debug:
+                log.debug("token %s removed: %s", removal.token.describe(), removal.reason)
             for listener in list(self._listeners):
                 listener(removal)
 
@@ -384,22 +473,19 @@ class TokenStore:
     # -- internals -------------------------------------------------------------------------------------------
 
     def _attach(self, token: StoredToken) -> None:
-        self._serial += 1
         self._tokens[token.pop_id] = token
-        self._serial_of[token.pop_id] = self._serial
         if token.association is not None:
             self._by_recipient_id[token.association.server_recipient_id] = token.pop_id
         if token.expires_at is not None:
-            heapq.heappush(self._wall_deadlines, (token.expires_at, self._serial, token.pop_id))
+            heapq.heappush(self._wall_deadlines, (token.expires_at, token.pop_id))
         if token.expires_after is not None:
-            heapq.heappush(self._mono_deadlines, (token.expires_after, self._serial, token.pop_id))
+            heapq.heappush(self._mono_deadlines, (token.expires_after, token.pop_id))
         self._compact_heaps()
 
     def _detach(self, pop_id: bytes) -> StoredToken | None:
         token = self._tokens.pop(pop_id, None)
         if token is None:
             return None
-        del self._serial_of[pop_id]
         if token.association is not None:
             rid = token.association.server_recipient_id
             if self._by_recipient_id.get(rid) == pop_id:
@@ -414,28 +500,47 @@ class TokenStore:
 
     def _purge(self, now: float | None, monotonic: float) -> list[Removal]:
         removals: list[Removal] = []
-        for heap, limit in ((self._wall_deadlines, now), (self._mono_deadlines, monotonic)):
+        for heap, limit, deadline_of in (
+            (self._wall_deadlines, now, _EXPIRES_AT),
+            (self._mono_deadlines, monotonic, _EXPIRES_AFTER),
+        ):
             if limit is None:
                 continue
             while heap and heap[0][0] <= limit:
-                _, serial, pop_id = heapq.heappop(heap)
-                if self._serial_of.get(pop_id) != serial:
-                    continue  # a stale entry: that token was replaced or removed already
-                token = self._detach(pop_id)
-                assert token is not None
+                deadline, pop_id = heapq.heappop(heap)
+                token = self._tokens.get(pop_id)
+                if token is None or deadline_of(token) != deadline:
+                    continue  # a stale entry: the token it was pushed for was replaced or removed already
+                # (A token pushed twice with the same deadline, e.g. re-posted, is removed at the first entry;
+                # the second is stale by then. Either way a token goes only once its own deadline has passed.)
+                self._detach(pop_id)
                 self._note_gone(token)
                 removals.append(Removal(token, RemovalReason.EXPIRED))
         return removals
 
     def _compact_heaps(self) -> None:
-        # Lazy deletion leaves stale entries behind; rebuild when they dominate so memory stays O(max_tokens).
-        bound = 4 * len(self._tokens) + 16
-        for name in ("_wall_deadlines", "_mono_deadlines"):
-            heap: list[tuple[float, int, bytes]] = getattr(self, name)
+        # Lazy deletion leaves stale entries behind. Those at the top go at once: a full store evicts the token
+        # received longest ago, which (tokens being issued with equal lifetimes) is usually the earliest deadline.
+        # The rest are dropped by a rebuild when they outnumber the held tokens, so memory stays O(max_tokens).
+        tokens = self._tokens
+        bound = 2 * len(tokens) + 16
+        for name, deadline_of in (("_wall_deadlines", _EXPIRES_AT), ("_mono_deadlines", _EXPIRES_AFTER)):
+            heap: list[tuple[float, bytes]] = getattr(self, name)
+            while heap:
+                deadline, pop_id = heap[0]
+                token = tokens.get(pop_id)
+                if token is not None and deadline_of(token) == deadline:
+                    break
+                heapq.heappop(heap)
             if len(heap) > bound:
-                live = [e for e in heap if self._serial_of.get(e[2]) == e[1]]
-                heapq.heapify(live)
-                setattr(self, name, live)
+                live: dict[bytes, tuple[float, bytes]] = {}  # one entry per held token, even if pushed twice
+                for deadline, pop_id in heap:
+                    token = tokens.get(pop_id)
+                    if token is not None and deadline_of(token) == deadline:
+                        live[pop_id] = (deadline, pop_id)
+                entries = list(live.values())
+                heapq.heapify(entries)
+                setattr(self, name, entries)
 
     # -- persistence -----------------------------------------------------------------------------------------
 
@@ -446,7 +551,9 @@ class TokenStore:
         records: list[dict[str, Any]] = []
         for token in self._tokens.values():
             assoc = token.association
-            if assoc is None:
+            if assoc is None or token.token is None or assoc.nonce1 is None or assoc.nonce2 is None:
+                # Built for a store that does not persist (AuthzInfo keeps these only when it does).
+                log.warning("not persisting token %s: its bytes or OSCORE nonces were not kept", token.describe())
                 continue
             records.append(
                 {

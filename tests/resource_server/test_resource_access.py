@@ -237,23 +237,30 @@ def test_with_salt_both_conventions_agree_and_work(lock: Lock, client: Client, k
 def test_context_parameters_on_both_sides_mirror_each_other(lock: Lock, client: Client, key: CoseKey) -> None:
     osc = material()
     assert osc.id is not None
-    session = client.establish(mint(key, osc=osc), osc, id1=b"\x42")
+    nonce1 = b"\x11" * 8
+    session = client.establish(mint(key, osc=osc), osc, id1=b"\x42", nonce1=nonce1)
     token = lock.rs.store.get(osc.id)
     assert token is not None and token.association is not None
-    server = token.association.params
-    assert (server.sender_id, server.recipient_id) == (b"\x42", session.id2)
-    assert server.sender_key() == session.params.recipient_key()
-    assert server.recipient_key() == session.params.sender_key()
-    assert server.master_salt == session.params.master_salt
+    server = token.association  # derived keys only: no Master Secret, and no nonces without a state file
+    assert (server.client_recipient_id, server.server_recipient_id) == (b"\x42", session.id2)
+    assert server.sender_key == session.params.recipient_key()
+    assert server.recipient_key == session.params.sender_key()
+    assert server.common_iv == session.params.common_iv()
+    assert server.nonce1 is None and server.nonce2 is None and token.token is None
     expected = context_parameters(
         osc,
-        nonce1=token.association.nonce1,
+        nonce1=nonce1,
         nonce2=session.nonce2,
         client_recipient_id=b"\x42",
         server_recipient_id=session.id2,
         role=Role.SERVER,
     )
-    assert expected == server
+    assert expected.master_salt == session.params.master_salt
+    assert (expected.sender_key(), expected.recipient_key(), expected.common_iv()) == (
+        server.sender_key,
+        server.recipient_key,
+        server.common_iv,
+    )
 
 
 def test_protected_well_known_core(lock: Lock, client: Client, key: CoseKey) -> None:

@@ -43,9 +43,7 @@ def _token(
         expires_at=expires_at,
         expires_after=expires_after,
         exi_sequence=exi_sequence,
-        association=OscoreAssociation(
-            nonce1=b"1", nonce2=b"2", client_recipient_id=b"\x01", server_recipient_id=rid or pop_id, params=params
-        ),
+        association=OscoreAssociation.derive(params, nonce1=b"1", nonce2=b"2"),
     )
 
 
@@ -181,3 +179,29 @@ def test_heaps_stay_bounded_under_churn() -> None:
     for i in range(500):
         store.put(_token(b"a", cti=str(i).encode(), expires_after=1e9), now=None, monotonic=i)
     assert len(store._mono_deadlines) <= 4 * len(store) + 16
+
+
+def test_heaps_stay_bounded_when_the_same_token_is_posted_again_and_again() -> None:
+    # A re-post keeps the deadline, so its entries all look current; compaction keeps one per held token.
+    store = TokenStore(max_tokens=2)
+    for i in range(500):
+        store.put(_token(b"a", cti=b"same", expires_after=1e9), now=None, monotonic=i)
+    assert len(store._mono_deadlines) <= 4 * len(store) + 16
+
+
+def test_a_re_posted_token_expires_once_at_its_deadline(store: TokenStore, removals: list[Removal]) -> None:
+    store.put(_token(b"a", cti=b"1", expires_after=10), now=None, monotonic=0)
+    store.put(_token(b"a", cti=b"1", expires_after=10), now=None, monotonic=1)  # the same token again
+    assert store.purge(now=None, monotonic=9) == []
+    assert [r.reason for r in store.purge(now=None, monotonic=10)] == [RemovalReason.EXPIRED]
+    assert store.get(b"a") is None and store.purge(now=None, monotonic=11) == []
+
+
+def test_deadline_entries_keep_no_removed_token_alive() -> None:
+    # Stale heap entries wait for their deadline or a compaction; they name the PoP key, never the token, so an
+    # evicted or superseded token (and its OSCORE association) is freed at once (memory per token, goal (c)).
+    store = TokenStore(max_tokens=2)
+    for i in range(50):
+        store.put(_token(bytes([i]), expires_at=1e9 + i, expires_after=1e9), now=0, monotonic=0)
+    entries = store._wall_deadlines + store._mono_deadlines
+    assert len(entries) > len(store) and all(type(pop_id) is bytes for _, pop_id in entries)

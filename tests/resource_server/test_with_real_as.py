@@ -141,6 +141,10 @@ def test_ostiary_lock_serve_process(
     argv += ["--key", key.to_cbor().hex(), "--port", str(port), "--state-file", str(tmp_path / "lock.state")]
     assert main([*argv, "--out", str(config)]) == 0
     capsys.readouterr()
+    # The operator's full audit trail: every accepted token and granted request at INFO (resource_server.config).
+    text = config.read_text()
+    assert "audit_granted = false" in text  # init-config writes the default, for the operator to find
+    config.write_text(text.replace("audit_granted = false", "audit_granted = true"))
 
     log = tmp_path / "lock.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSTIARY_")}
@@ -179,6 +183,7 @@ def test_ostiary_lock_serve_process(
     text = log.read_text()
     assert "serving coap://127.0.0.1:" in text
     assert "accepted token" in text and "authorized PUT /lock" in text and "refused GET /log" in text
+    assert "door unlocked by pop_id=" in text
     assert "refused PUT /lock" in text  # the unprotected attempt
     assert "Traceback" not in text
     assert osc.ms is not None
