@@ -54,6 +54,10 @@ $(VENV)/.installed: pyproject.toml | $(VPY)
 
 $(VENV)/.installed-test: pyproject.toml | $(VPY)
 	$(PIP) install --quiet -e '.[all,test]'
+	@# The console's browser tests drive the system's Chromium (Debian package; never `playwright install`).
+	@command -v chromium >/dev/null 2>&1 || { sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$sudo apt-get install -y chromium || { $$sudo apt-get update && $$sudo apt-get install -y chromium; } || \
+		echo "warning: could not install chromium; the console's browser tests are skipped" >&2; }
 	@touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(VPY)

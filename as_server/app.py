@@ -24,6 +24,7 @@ from as_server.audit import AuditLog
 from as_server.auth import FailureRateLimiter
 from as_server.config import Settings
 from as_server.consent import ConsentService, GrantRuleSource
+from as_server.console import ConsoleService
 from as_server.endpoints.consent import ConsentApi
 from as_server.endpoints.introspect import IntrospectionEndpoint
 from as_server.endpoints.token import TokenEndpoint
@@ -130,13 +131,26 @@ class AuthorizationServer:
             settings=settings, storage=storage, limiter=limiter, clock=clock
         )
         # Issue #5, apps signing users in: registers the authorization_code and refresh_token grants.
+        the_sealer = sealer if sealer is not None else csrf_sealer(settings)
         self.oauth = OAuthFlows(
             settings=settings,
             storage=storage,
             endpoint=self.token_endpoint,
             identity=self.identity,
-            sealer=sealer if sealer is not None else csrf_sealer(settings),
+            sealer=the_sealer,
             audit=self.audit_log,
+            clock=clock,
+        )
+        # Issue #6, the manager console: sessions and forms sealed with the same key, the sign-in page's limiter.
+        self.console = ConsoleService(
+            storage=storage,
+            consent=self.consent,
+            signin=self.oauth.signin,
+            sealer=the_sealer,
+            idle_timeout=settings.console_idle_timeout,
+            lifetime=settings.console_session_lifetime,
+            policy=policy,
+            policy_file=settings.effective_policy_file,
             clock=clock,
         )
         self._closed = False

@@ -113,6 +113,10 @@ class Settings:
     signin_page_lifetime: int = 600
     #: Failed sign-ins allowed per user name and per source address within ``auth_failure_window``.
     signin_failure_limit: int = 10
+    #: The manager console (issue #6, ``/console/``): a session ends after this many seconds without a request.
+    console_idle_timeout: int = 900
+    #: ... and at the latest this many seconds after sign-in, whatever the activity.
+    console_session_lifetime: int = 12 * 3600
 
     @property
     def master_key_file(self) -> Path:

@@ -211,6 +211,22 @@ def add_user_commands(group: argparse.ArgumentParser, parents: Sequence[argparse
     _password_options(p)
     p.set_defaults(handler=_cmd_user_passwd)
 
+    p = _command(
+        sub,
+        "sites",
+        help="set or show the sites a manager manages in the console",
+        description="The sites of a manager (issue #6): audience patterns, exact ('front-door') or globs\n"
+        "('building-a/*', '*' also matches '/'). In the manager console they see only the locks, tokens and\n"
+        "audit entries of these audiences (access requests: those that name them as approver). Admins see\n"
+        "everything. Without PATTERN the current sites are printed; --clear removes them all.",
+        example="  ostiary user sites frank 'building-a/*' front-door\n  ostiary user sites frank",
+        parents=parents,
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN")
+    p.add_argument("--clear", action="store_true", help="remove every site")
+    p.set_defaults(handler=_cmd_user_sites)
+
 
 def _cmd_user_add(args: argparse.Namespace) -> int:
     from as_server.identity import PasswordHasher
@@ -289,6 +305,26 @@ def _cmd_user_enable(args: argparse.Namespace) -> int:
         print(f"enabled user {args.name}")
     else:
         print(f"disabled user {args.name}; {revoked} tokens revoked")
+    return 0
+
+
+def _cmd_user_sites(args: argparse.Namespace) -> int:
+    from as_server.console import set_sites
+    from as_server.errors import ApiError
+
+    if args.clear and args.patterns:
+        raise CommandError("--clear takes no PATTERN", status=2)
+    with _storage(_settings(args)) as storage:
+        if storage.get_user(args.name) is None:
+            raise CommandError(f"no user {args.name!r}")
+        if args.patterns or args.clear:
+            try:
+                sites = set_sites(storage, args.name, args.patterns, actor=actor(), now=_now())
+            except ApiError as exc:
+                raise CommandError(exc.description, status=2) from None
+        else:
+            sites = storage.manager_sites(args.name)
+    print(f"sites of {args.name}: {' '.join(sites) or '(none)'}")
     return 0
 
 

@@ -234,7 +234,7 @@ def _leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> li
 
 def test_every_new_command_help_teaches() -> None:
     leaves = [(p, sub) for p, sub in _leaves(build_parser()) if p[:1] in (("user",), ("group",), ("consent",))]
-    assert len(leaves) == 6 + 4 + 6
+    assert len(leaves) == 7 + 4 + 6  # user: add list show disable enable passwd sites (issue #6)
     for path, sub in leaves:
         text = sub.format_help()
         assert "example:" in text and f"ostiary {path[0]}" in text.split("example:")[1], path

@@ -213,6 +213,11 @@ class UserStore(Protocol):
         """The groups ``user`` is a member of."""
         ...
 
+    def manager_sites(self, user: str) -> tuple[str, ...]:
+        """The sites ``user`` manages in the console (issue #6): audience patterns (exact names or globs, as
+        :func:`fnmatch.fnmatchcase` matches them), sorted; empty for an unknown user or one without sites."""
+        ...
+
 
 class EditableUserStore(UserStore, Protocol):
     """Administrative changes to users and groups, each audited in its own transaction."""
@@ -245,6 +250,13 @@ class EditableUserStore(UserStore, Protocol):
 
     def remove_member(self, group: str, user: str, *, actor: str, now: int) -> None:
         """:raises NotFoundError: no such membership."""
+        ...
+
+    def set_manager_sites(self, user: str, patterns: Collection[str], *, actor: str, now: int) -> None:
+        """Replace the sites (audience patterns) ``user`` manages; audited as ``user.sites_set``.
+
+        :raises NotFoundError: no such user.
+        """
         ...
 
 

@@ -78,6 +78,7 @@ class MemoryStorage(OAuthMemoryStore):
         self._audit: list[AuditEntry] = []
         self._active_grants: tuple[Grant, ...] | None = None  # cached until the next registry write
         self._closed = False
+        self._sites: dict[str, frozenset[str]] = {}  # manager sites (issue #6)
         self._oauth = OAuthMemoryState()  # authorization codes and refresh tokens (storage.memory_oauth)
 
     def __repr__(self) -> str:
@@ -458,6 +459,22 @@ class MemoryStorage(OAuthMemoryStore):
         with self._lock:
             self._check_open()
             return frozenset(group for group, members in self._members.items() if user in members)
+
+    def manager_sites(self, user: str) -> tuple[str, ...]:
+        """The audience patterns ``user`` manages, sorted."""
+        with self._lock:
+            self._check_open()
+            return tuple(sorted(self._sites.get(user, ())))
+
+    def set_manager_sites(self, user: str, patterns: Collection[str], *, actor: str, now: int) -> None:
+        """Replace ``user``'s sites. :raises NotFoundError:"""
+        with self._lock:
+            self._check_open()
+            if user not in self._users:
+                raise NotFoundError(f"no user {user!r}")
+            self._sites[user] = frozenset(patterns)
+            detail = "sites " + (", ".join(sorted(self._sites[user])) or "(none)")
+            self._log(audit.simple_entry("user.sites_set", actor=actor, at=now, subject=user, detail=detail))
 
     def add_user(self, user: User, *, actor: str, now: int) -> None:
         """:raises DuplicateError: the name is taken."""

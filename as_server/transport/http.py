@@ -13,6 +13,8 @@
 * ``GET``/``POST /authorize`` -- the authorization endpoint with its sign-in page, for apps signing users in
   (RFC 6749 §4.1, issue #5; :mod:`as_server.transport.authorize`). The code and refresh grants are served by
   ``POST /token`` like any other.
+* ``/console/`` -- the facility manager console (issue #6), server-rendered pages and their JSON API
+  (:mod:`as_server.transport.console`); errors under ``/console`` are rendered by that module.
 * ``GET /access-requests/<id>`` and the approvers' API under ``/consent/`` -- the consent workflow (issue #5), JSON,
   framework-free in :mod:`as_server.endpoints.consent` (which lists the routes). A token request refused for
   consent carries ``error_uri`` = ``<base>/access-requests/<id>``, where ``<base>`` is
@@ -68,7 +70,7 @@ from ace_core.status import Status
 from as_server.app import ACCESS_REQUESTS_PATH, INTROSPECTION_PATH, TOKEN_PATH, AuthorizationServer
 from as_server.auth import METHOD_BASIC, METHOD_POST, ClientCredentials
 from as_server.errors import ApiBadRequest, ApiUnauthorized, ApiUnsupportedMediaType
-from as_server.transport import authorize
+from as_server.transport import authorize, console
 from as_server.transport.common import (
     ACE_CBOR,
     UnsupportedContentFormat,
@@ -166,6 +168,9 @@ def create_app(server: AuthorizationServer) -> Flask:
     # Issue #5, apps signing users in: GET/POST /authorize and its sign-in page (as_server.transport.authorize).
     authorize.install(app, server)
 
+    # Issue #6, the facility manager console: pages under /console/ (as_server.transport.console).
+    console.install(app, server)
+
     api = server.consent_api
 
     @app.get(ACCESS_REQUESTS_PATH + "/<request_id>")
@@ -220,6 +225,10 @@ def create_app(server: AuthorizationServer) -> Flask:
     @app.errorhandler(Exception)
     def _on_error(exc: Exception) -> BaseResponse:
         """The one catch site of this transport (STYLE §3.3)."""
+        if request.path == console.CONSOLE_PATH or request.path.startswith(console.CONSOLE_PATH + "/"):
+            if isinstance(exc, InternalServerError) and exc.original_exception is not None:
+                return console.render_error(exc.original_exception)
+            return console.render_error(exc)  # HTML pages (JSON under /console/api/), never a traceback
         kind = g.get("ace_kind", JSON)
         if isinstance(exc, HTTPException):
             if isinstance(exc, RequestEntityTooLarge):

@@ -78,6 +78,7 @@ from as_server.storage.sqlalchemy.tables import (
     grants,
     group_members,
     issued_tokens,
+    manager_sites,
     registry_version,
     resource_servers,
     signing_keys,
@@ -594,6 +595,24 @@ class SqlStorage(OAuthSqlStore):
         with self._read() as conn:
             found = conn.execute(sa.select(group_members.c.group_name).where(group_members.c.user_name == user))
             return frozenset(found.scalars().all())
+
+    def manager_sites(self, user: str) -> tuple[str, ...]:
+        """The audience patterns ``user`` manages, sorted."""
+        query = sa.select(manager_sites.c.pattern).where(manager_sites.c.user_name == user)
+        with self._read() as conn:
+            return tuple(sorted(conn.execute(query).scalars().all()))
+
+    def set_manager_sites(self, user: str, patterns: Collection[str], *, actor: str, now: int) -> None:
+        """Replace ``user``'s sites in one transaction. :raises NotFoundError:"""
+        wanted = sorted(set(patterns))
+        with self._audited() as conn:
+            if conn.execute(sa.select(users.c.name).where(users.c.name == user)).first() is None:
+                raise NotFoundError(f"no user {user!r}")
+            conn.execute(sa.delete(manager_sites).where(manager_sites.c.user_name == user))
+            if wanted:
+                conn.execute(sa.insert(manager_sites), [{"user_name": user, "pattern": p} for p in wanted])
+            detail = "sites " + (", ".join(wanted) or "(none)")
+            self._log(conn, audit.simple_entry("user.sites_set", actor=actor, at=now, subject=user, detail=detail))
 
     def add_user(self, user: User, *, actor: str, now: int) -> None:
         """:raises DuplicateError: the name is taken."""

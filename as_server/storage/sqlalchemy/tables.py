@@ -38,6 +38,10 @@ Conventions:
 * ``issued_tokens.exi`` is the ``exi`` claim of a token for an RS without a clock, NULL for ``exp`` tokens (whose
   ``exp`` column is the claim; for ``exi`` tokens it is the AS's bound, see :class:`~as_server.models.IssuedToken`).
 
+Revision 0006 (issue #6, the manager console): ``manager_sites`` -- the audience patterns (exact names or
+``fnmatch`` globs) each manager manages; a manager's console shows only the locks, tokens and grants of those
+audiences. Rows go with the user (foreign key); set by ``ostiary user sites`` and by admins in the console.
+
 Revision 0005 (issue #5: apps signing users in, :mod:`as_server.oauth`):
 
 * ``clients.redirect_uris`` (JSON array, in registration order) and ``clients.public`` (a client without a secret,
@@ -84,6 +88,7 @@ __all__ = [
     "grants",
     "group_members",
     "issued_tokens",
+    "manager_sites",
     "metadata",
     "refresh_tokens",
     "registry_version",
@@ -406,4 +411,15 @@ refresh_tokens = sa.Table(
     sa.Column("used_at", _Time(), nullable=True),
     sa.CheckConstraint("(scope_text IS NULL) <> (scope_bin IS NULL)", name="one_scope"),
     sa.Index(None, "family_id"),
+)
+
+
+# -- revision 0006: the manager console (issue #6) -----------------------------------------------------------------
+
+#: The sites a manager manages in the console: audience patterns (exact names or globs), one row each.
+manager_sites = sa.Table(
+    "manager_sites",
+    metadata,
+    sa.Column("user_name", sa.String(), sa.ForeignKey("users.name"), primary_key=True),
+    sa.Column("pattern", sa.String(), primary_key=True),
 )

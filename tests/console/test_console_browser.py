@@ -1,0 +1,222 @@
+"""The manager console in headless Chromium (issue #6), against a real AS on loopback (HTTP and CoAP sockets):
+a client asks over CoAP and is told to wait for consent -> a manager signs in, sees the request on the dashboard,
+approves it with a narrower weekly window -> the client's next token expires by the window's end -> a revocation
+in the console makes introspection answer inactive. Also: a POST without the CSRF token, a ``user``-role account and
+a manager who is not an approver (and manages another site) are refused.
+
+Driven by Playwright with the system's Chromium (Debian ``chromium``, installed by ``make test`` when missing; no
+``playwright install``). Skipped when either is missing. Every wait has an explicit bound (:data:`STEP_MS`). The run
+writes the two screenshots of the README to ``docs/`` when ``OSTIARY_SCREENSHOTS=1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ace_core.messages import (
+    AccessInformation,
+    ErrorResponse,
+    IntrospectionRequest,
+    IntrospectionResponse,
+    TokenRequest,
+)
+from ace_core.scope import AifScope
+from as_server.app import AuthorizationServer
+from tests.as_server.consent_fixtures import PASSWORDS, add_people
+from tests.as_server.transport.harness import (
+    LOCK_INTROSPECTION_SECRET,
+    SECRETS,
+    LoopThread,
+    Running,
+    init_home,
+    start,
+)
+from tests.as_server.transport.wire import basic
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHROMIUM_ARGS += ["--disable-component-update"]
+#: Bound on each browser step (milliseconds).
+STEP_MS = 10_000
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+POLICY = """\
+rules:
+  - id: ask-facility
+    effect: consent
+    client: phone-app
+    audience: front-door
+    scope: "/lock:GET,PUT"
+    approvers: {users: [frank], groups: [facility]}
+"""
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and shutil.which("chromium") is None, reason="no chromium (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, loops: LoopThread) -> Iterator[Running]:
+    with contextlib.ExitStack() as stack:
+        home = tmp_path_factory.mktemp("console-home")
+        settings = init_home(home)
+        (home / "policy.yaml").write_text(POLICY)
+        server = AuthorizationServer.from_settings(settings)
+        stack.callback(server.close)
+        running = start(server, loops)
+        stack.callback(running.stop)
+        add_people(server.storage)
+        now = int(datetime.now(UTC).timestamp())
+        server.storage.set_manager_sites("frank", ["front-door"], actor="cli:test", now=now)
+        server.storage.set_manager_sites("mallory", ["building-b/*"], actor="cli:test", now=now)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=STEP_MS * 3)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(STEP_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def coap_token(dep: Running) -> tuple[str, bytes]:
+    request = TokenRequest(
+        client_id="phone-app",
+        client_secret=SECRETS["phone-app"].encode(),
+        audience="front-door",
+        scope=AifScope.parse_spec("/lock:PUT").to_cbor(),
+    )
+    reply = dep.coap.post("/token", request.to_cbor())
+    return reply.code.dotted, reply.payload
+
+
+def sign_in(page: Any, dep: Running, name: str) -> None:
+    page.goto(dep.http.base + "/console/")
+    page.fill("#username", name)
+    page.fill("#password", PASSWORDS[name])
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def narrow_window(now: datetime) -> tuple[str, datetime]:
+    """A daily UTC window from a minute ago to ten minutes from now, and its end today."""
+    start = (now - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    end = (now + timedelta(minutes=11)).replace(second=0, microsecond=0)
+    if start.date() != now.date() or start.hour == 0 and start.minute == 0:
+        pytest.skip("too close to midnight UTC for a window inside one day")
+    if end.date() != now.date():
+        end_text, end = "24:00", now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    else:
+        end_text = end.strftime("%H:%M")
+    return f"daily {start.strftime('%H:%M')}-{end_text}", end
+
+
+def introspect(dep: Running, token: bytes) -> IntrospectionResponse:
+    reply = dep.http.post(
+        "/introspect",
+        content=IntrospectionRequest(token=token).to_cbor(),
+        headers={
+            "Content-Type": "application/ace+cbor",
+            "Authorization": basic("front-door", LOCK_INTROSPECTION_SECRET),
+        },
+    )
+    assert reply.status_code == 200
+    return IntrospectionResponse.from_cbor(reply.content)
+
+
+def test_manager_approves_a_coap_request_with_a_window_then_revokes_the_token(deployment: Running, page: Any) -> None:
+    dep = deployment
+    screenshots = os.environ.get("OSTIARY_SCREENSHOTS") == "1"
+    # 1. The app asks over CoAP: consent pending.
+    code, payload = coap_token(dep)
+    assert code == "4.00"
+    error = ErrorResponse.from_cbor(payload)
+    assert error.error_uri is not None
+    request_id = error.error_uri.rsplit("/", 1)[1]
+
+    # 2. The manager signs in and sees it on the dashboard.
+    sign_in(page, dep, "frank")
+    assert page.url.endswith("/console/")
+    assert page.inner_text("#pending-count") == "1"
+    assert "phone-app" in page.inner_text("main")
+    if screenshots:
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / "console-dashboard.png"), full_page=True)
+
+    # 3. ... opens it and approves with a narrower window.
+    page.click(f"a[href='/console/requests/{request_id}']")
+    page.wait_for_load_state()
+    assert page.inner_text("#requested-scope") == "/lock:PUT"
+    window, window_end = narrow_window(datetime.now(UTC))
+    page.fill("#windows", window)
+    page.fill("#timezone", "UTC")
+    page.fill("#note", "during the cleaning round only")
+    if screenshots:
+        page.screenshot(path=str(DOCS / "console-approve.png"), full_page=True)
+    page.click("#approve")
+    page.wait_for_load_state()
+    assert "The access request is approved" in page.inner_text("#notice")
+
+    # 4. The client's next token request succeeds, and the token expires by the window's end.
+    code, payload = coap_token(dep)
+    assert code == "2.01", payload
+    info = AccessInformation.from_cbor(payload)
+    record = dep.server.storage.list_tokens(client_id="phone-app", audience="front-door", limit=1)[0]
+    assert record.exp <= int(window_end.timestamp())
+    assert info.expires_in is not None and info.expires_in <= 12 * 60
+    assert introspect(dep, info.access_token).active is True
+
+    # 5. The manager revokes the token in the console: introspection answers inactive.
+    page.goto(dep.http.base + "/console/tokens?client=phone-app")
+    page.click(f"form[action='/console/tokens/{record.cti.hex()}/revoke'] button")
+    page.wait_for_load_state()
+    assert "introspection now answers inactive" in page.inner_text("#notice")
+    assert introspect(dep, info.access_token).active is False
+
+    # 6. A POST without the CSRF token (with the session cookie) is refused.
+    refused = page.request.post(dep.http.base + "/console/grants/" + request_id + "/revoke", form={"x": "1"})
+    assert refused.status == 403
+    assert dep.server.storage.get_grant(request_id).status.value == "active"
+
+
+def test_wrong_roles_are_refused(deployment: Running, page: Any) -> None:
+    dep = deployment
+    # A user-role account cannot sign in to the console.
+    sign_in(page, dep, "alice")
+    assert page.url.endswith("/console/signin")
+    assert "for managers and administrators" in page.inner_text("#error")
+    # A manager of another site, not an approver: no requests, no tokens, and a request's page is refused.
+    code, payload = coap_token(dep)
+    request_id = ErrorResponse.from_cbor(payload).error_uri.rsplit("/", 1)[1] if code == "4.00" else None
+    sign_in(page, dep, "mallory")
+    assert page.url.endswith("/console/")
+    assert page.inner_text("#pending-count") == "0"
+    page.goto(dep.http.base + "/console/tokens")
+    assert "No tokens match in your sites" in page.inner_text("main")
+    if request_id is not None:
+        response = page.goto(dep.http.base + f"/console/requests/{request_id}")
+        assert response is not None and response.status == 403
