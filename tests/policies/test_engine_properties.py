@@ -117,7 +117,8 @@ def test_decisions_are_deterministic_and_within_the_request(rules: list[Rule], r
 def granting_cases(draw: st.DrawFn) -> tuple[list[Rule], AccessRequest]:
     """Rules and a request at a time when one of its permit rules (the first) is in force for it."""
     anchor = _rule(draw, "anchor", Effect.PERMIT, windows=draw(st.sampled_from([True, True, False])))
-    spans = anchor.active_intervals(START, START + SPAN)
+    # Intervals with at least one instant before START + SPAN (an interval may begin exactly at the end).
+    spans = [(a, b) for a, b in anchor.active_intervals(START, START + SPAN) if a < min(b, START + SPAN)]
     if not spans:
         return [anchor], draw(requests)
     a, b = draw(st.sampled_from(spans))
