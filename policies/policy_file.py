@@ -220,6 +220,8 @@ class _Parser:
         self.zone: ZoneInfo | None = None
         self.zone_name: str | None = None
         self.groups: dict[str, tuple[str, ...]] = {}
+        # Equal schedules are one object, so that the engine evaluates each once per decision (it keys by identity).
+        self.schedules: dict[tuple[ZoneInfo, tuple[Window, ...]], WeeklySchedule] = {}
 
     def error(self, message: str, node: Any) -> PolicyError:
         return PolicyError(message, source=self.source, line=_line(node) if node is not None else None)
@@ -487,7 +489,11 @@ class _Parser:
         windows = [self.window(item) for item in items]
         if zone is None:
             raise self.error("windows need a 'timezone' (in the rule or at the top of the file)", node)
-        return WeeklySchedule(zone, tuple(windows))
+        key = (zone, tuple(windows))
+        schedule = self.schedules.get(key)
+        if schedule is None:
+            schedule = self.schedules[key] = WeeklySchedule(zone, key[1])
+        return schedule
 
     def window(self, node: Any) -> Window:
         try:

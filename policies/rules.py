@@ -28,6 +28,7 @@ not including ``valid_until``), a :class:`~policies.schedule.WeeklySchedule` of 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,9 +36,9 @@ from enum import StrEnum
 
 from policies.base import AccessRequest, Scope
 from policies.schedule import MAX_TIME, MIN_TIME, WeeklySchedule, merge
-from policies.scopes import same_kind
+from policies.scopes import Rights, rights, same_kind
 
-__all__ = ["ANY", "Effect", "Rule"]
+__all__ = ["ANY", "Effect", "Rule", "compile_glob", "glob_prefix", "is_glob"]
 
 #: In ``clients``: every client; in ``users``: every signed-in user.
 ANY = "*"
@@ -55,6 +56,26 @@ class Effect(StrEnum):
 def is_glob(pattern: str) -> bool:
     """True if ``pattern`` has a glob character (``*``, ``?``, ``[``); otherwise it matches exactly."""
     return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+def glob_prefix(pattern: str) -> str:
+    """The part of a glob before its first glob character: every audience it matches starts with it.
+
+    (An unclosed ``[`` matches itself, so the text before it is still a prefix of every match.)
+    """
+    for i, char in enumerate(pattern):
+        if char in _GLOB_CHARS:
+            return pattern[:i]
+    return pattern
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The regular expression of a glob, as :func:`fnmatch.fnmatchcase` uses it; ``.match`` matches whole audiences.
+
+    Cached, so that the many rules naming the same glob share one compiled pattern.
+    """
+    return re.compile(fnmatch.translate(pattern))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +109,8 @@ class Rule:
     description: str | None = None
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _globs: tuple[tuple[str, re.Pattern[str]], ...] = field(init=False, repr=False, compare=False)
+    _rights: Rights | None = field(init=False, repr=False, compare=False)
+    _plain: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -116,8 +139,10 @@ class Rule:
             if self.effect is Effect.DENY:
                 raise ValueError("a deny rule has no max_lifetime")
         object.__setattr__(self, "_exact", frozenset(a for a in self.audiences if not is_glob(a)))
-        globs = tuple((_literal_prefix(a), re.compile(fnmatch.translate(a))) for a in self.audiences if is_glob(a))
+        globs = tuple((glob_prefix(a), compile_glob(a)) for a in self.audiences if is_glob(a))
         object.__setattr__(self, "_globs", globs)
+        object.__setattr__(self, "_rights", rights(self.scope) if self.scope is not None else None)
+        object.__setattr__(self, "_plain", self.effect is Effect.PERMIT and not self.has_conditions)
 
     # -- matching ---------------------------------------------------------------------------------------------
 
@@ -127,6 +152,17 @@ class Rule:
         if self.source is not None and self.line is not None:
             return f"{self.source}:{self.line}"
         return self.source or "-"
+
+    @property
+    def rights(self) -> Rights | None:
+        """The scope in the engine's working form (:data:`policies.scopes.Rights`), computed once; ``None`` without
+        scope. Do not change it."""
+        return self._rights
+
+    @property
+    def plain(self) -> bool:
+        """True for a permit rule that is in force at all times (no validity interval, no windows that close)."""
+        return self._plain
 
     @property
     def has_conditions(self) -> bool:
@@ -211,11 +247,3 @@ class Rule:
         if self.max_lifetime is not None:
             parts.append(f"tokens at most {self.max_lifetime} s")
         return ", ".join(parts)
-
-
-def _literal_prefix(pattern: str) -> str:
-    """The part of a glob before its first glob character: a cheap test before the regular expression."""
-    for i, char in enumerate(pattern):
-        if char in _GLOB_CHARS:
-            return pattern[:i]
-    return pattern

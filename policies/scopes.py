@@ -17,19 +17,27 @@ scopes of different kinds raise :class:`TypeError`: a policy never mixes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from ace_core.scope import AifScope, TextScope
 from policies.base import Scope
 
 __all__ = [
+    "Rights",
     "atoms",
     "difference",
     "empty_like",
     "format_scope",
     "intersection",
     "issubset",
+    "rights",
+    "rights_and",
+    "rights_atoms",
+    "rights_meet",
+    "rights_minus",
+    "rights_or",
     "same_kind",
+    "to_scope",
     "union",
     "union_all",
 ]
@@ -94,9 +102,13 @@ def issubset(a: Scope, b: Scope) -> bool:
     return False
 
 
+_EMPTY_AIF = AifScope()
+_EMPTY_TEXT = TextScope()
+
+
 def empty_like(scope: Scope) -> Scope:
-    """The empty scope of ``scope``'s kind."""
-    return AifScope() if isinstance(scope, AifScope) else TextScope()
+    """The empty scope of ``scope``'s kind (scopes are immutable: one of each is shared)."""
+    return _EMPTY_AIF if isinstance(scope, AifScope) else _EMPTY_TEXT
 
 
 def atoms(scope: Scope) -> Iterator[Scope]:
@@ -123,3 +135,82 @@ def format_scope(scope: Scope | None) -> str:
         return scope.to_spec()
     except ValueError:  # a path with whitespace has no spec form
         return scope.to_json_text()
+
+
+# -- the engine's working form ---------------------------------------------------------------------------------
+
+Rights = dict[str, int]
+"""A scope as :mod:`policies.engine` computes with it: AIF path -> method bits (``int``), or text token -> ``1``.
+
+Insertion-ordered and without zero entries. The ``rights_*`` functions do on these plain dicts what :func:`union`,
+:func:`intersection` and :func:`difference` do on scope objects, in the same order (the first operand's entries
+first), with ``int`` arithmetic instead of :class:`~ace_core.registry.AifMethod` flag operations and without
+validating paths and tokens again; :func:`to_scope` turns a result back into a scope. A ``Rights`` value is never
+changed after it is built.
+"""
+
+
+def rights(scope: Scope) -> Rights:
+    """``scope`` in the engine's working form (see :data:`Rights`)."""
+    if isinstance(scope, TextScope):
+        return dict.fromkeys(scope.tokens, 1)
+    return {path: int(mask) for path, mask in scope.items()}
+
+
+def to_scope(found: Mapping[str, int], like: Scope) -> Scope:
+    """The scope of ``like``'s kind with the rights ``found``; ``like`` itself if that is what they are."""
+    if isinstance(like, TextScope):
+        if tuple(found) == like.tokens:
+            return like
+        return TextScope(found)
+    if len(found) == len(like) and all(
+        a == b and int(m) == n for (a, m), (b, n) in zip(like.items(), found.items(), strict=True)
+    ):
+        return like
+    return AifScope(found)
+
+
+def rights_or(a: Mapping[str, int], b: Mapping[str, int]) -> Rights:
+    """``a`` ∪ ``b``: ``a``'s entries in order, then ``b``'s new ones (as :func:`union`)."""
+    merged = dict(a)
+    for key, bits in b.items():
+        merged[key] = merged.get(key, 0) | bits
+    return merged
+
+
+def rights_and(a: Mapping[str, int], b: Mapping[str, int]) -> Rights:
+    """``a`` ∩ ``b``, in ``a``'s order (as :func:`intersection`)."""
+    found: Rights = {}
+    for key, bits in a.items():
+        common = bits & b.get(key, 0)
+        if common:
+            found[key] = common
+    return found
+
+
+def rights_minus(a: Mapping[str, int], b: Mapping[str, int]) -> Rights:
+    """``a`` − ``b``, in ``a``'s order (as :func:`difference`)."""
+    if not b:
+        return dict(a)
+    found: Rights = {}
+    for key, bits in a.items():
+        left = bits & ~b.get(key, 0)
+        if left:
+            found[key] = left
+    return found
+
+
+def rights_meet(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
+    """True if ``a`` and ``b`` have a right in common."""
+    if len(b) < len(a):
+        a, b = b, a
+    return any(bits & b.get(key, 0) for key, bits in a.items())
+
+
+def rights_atoms(found: Mapping[str, int]) -> Iterator[tuple[str, int]]:
+    """The single rights, in the order of :func:`atoms`: ``(path, one method bit)``, or ``(token, 1)``."""
+    for key, bits in found.items():
+        while bits:
+            bit = bits & -bits
+            yield key, bit
+            bits ^= bit

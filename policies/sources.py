@@ -22,14 +22,14 @@ lookup costs about the same with ten or ten thousand rules for other audiences.
 
 from __future__ import annotations
 
-import heapq
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from policies.rules import Rule, is_glob
+from policies.rules import ANY, Rule, compile_glob, glob_prefix, is_glob
 
-__all__ = ["EditableRuleSource", "MemoryRuleSource", "RuleIndex", "RuleSource"]
+__all__ = ["CANDIDATE_CACHE_SIZE", "EditableRuleSource", "MemoryRuleSource", "RuleIndex", "RuleSource"]
 
 
 class RuleSource(Protocol):
@@ -65,18 +65,36 @@ class EditableRuleSource(RuleSource, Protocol):
         ...
 
 
-class RuleIndex:
-    """Rules by audience: exact audiences in a dict, globs in a list; :meth:`candidates` keeps insertion order.
+#: Audiences whose candidate lists a :class:`RuleIndex` remembers; the cache starts over when it is full.
+CANDIDATE_CACHE_SIZE = 16_384
 
-    Not thread-safe for writers; readers may run concurrently with one writer (buckets are replaced, never
-    mutated, so a reader sees a bucket before or after a change).
+_Entry = tuple[int, Rule]  # (insertion number, rule)
+
+
+class RuleIndex:
+    """Rules by audience, so that finding a request's candidates costs about the same for ten or ten thousand rules.
+
+    * exact audiences: a dict from audience to its rules;
+    * globs: grouped by their literal prefix (the text before the first ``*``, ``?`` or ``[``), then by pattern.
+      A lookup tries only the buckets whose prefix starts the audience -- one dict lookup per distinct prefix
+      length -- and matches each pattern of those buckets once, however many rules share it;
+    * the candidates of each audience looked up are remembered, split by client, user and group (for
+      :meth:`matching`), until a rule matching that audience is added or removed (at most
+      :data:`CANDIDATE_CACHE_SIZE` audiences).
+
+    :meth:`candidates` and :meth:`matching` keep insertion order. Not thread-safe for writers; readers may run
+    concurrently with one writer (buckets are replaced, never mutated, and the cache is replaced after every
+    change, so a reader sees the index before or after a change).
     """
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
-        self._exact: dict[str, tuple[tuple[int, Rule], ...]] = {}
-        self._globs: tuple[tuple[int, Rule], ...] = ()
-        self._by_id: dict[str, tuple[int, Rule]] = {}
+        self._exact: dict[str, tuple[_Entry, ...]] = {}
+        # literal prefix -> pattern -> (compiled pattern, entries)
+        self._globs: dict[str, dict[str, tuple[re.Pattern[str], tuple[_Entry, ...]]]] = {}
+        self._prefix_lengths: tuple[int, ...] = ()
+        self._by_id: dict[str, _Entry] = {}
         self._next = 0
+        self._cache: dict[str, _AudienceRules] = {}
         for rule in rules:
             self.add(rule)
 
@@ -104,10 +122,16 @@ class RuleIndex:
         entry = (self._next, rule)
         self._next += 1
         self._by_id[rule.id] = entry
-        for audience in dict.fromkeys(a for a in rule.audiences if not is_glob(a)):
-            self._exact[audience] = (*self._exact.get(audience, ()), entry)
-        if any(is_glob(a) for a in rule.audiences):
-            self._globs = (*self._globs, entry)
+        for audience in dict.fromkeys(rule.audiences):
+            if not is_glob(audience):
+                self._exact[audience] = (*self._exact.get(audience, ()), entry)
+                continue
+            prefix = glob_prefix(audience)
+            bucket = dict(self._globs.get(prefix, {}))
+            compiled, entries = bucket.get(audience) or (compile_glob(audience), ())
+            bucket[audience] = (compiled, (*entries, entry))
+            self._globs[prefix] = bucket
+        self._changed(rule)
 
     def remove(self, rule_id: str) -> None:
         """Remove the rule with this id.
@@ -115,28 +139,146 @@ class RuleIndex:
         :raises KeyError: no such rule.
         """
         seq, rule = self._by_id.pop(rule_id)
-        for audience in dict.fromkeys(a for a in rule.audiences if not is_glob(a)):
-            kept = tuple(entry for entry in self._exact[audience] if entry[0] != seq)
-            if kept:
-                self._exact[audience] = kept
+        for audience in dict.fromkeys(rule.audiences):
+            if not is_glob(audience):
+                kept = tuple(entry for entry in self._exact[audience] if entry[0] != seq)
+                if kept:
+                    self._exact[audience] = kept
+                else:
+                    del self._exact[audience]
+                continue
+            prefix = glob_prefix(audience)
+            bucket = dict(self._globs[prefix])
+            compiled, entries = bucket[audience]
+            remaining = tuple(entry for entry in entries if entry[0] != seq)
+            if remaining:
+                bucket[audience] = (compiled, remaining)
             else:
-                del self._exact[audience]
-        if any(is_glob(a) for a in rule.audiences):
-            self._globs = tuple(entry for entry in self._globs if entry[0] != seq)
+                del bucket[audience]
+            if bucket:
+                self._globs[prefix] = bucket
+            else:
+                del self._globs[prefix]
+        self._changed(rule)
+
+    def _changed(self, rule: Rule) -> None:
+        """Forget the candidates of the audiences ``rule`` (just added or removed) matches; keep the others."""
+        self._prefix_lengths = tuple(sorted({len(prefix) for prefix in self._globs}))
+        # A new cache after the buckets: a reader that sees the new cache also sees the new buckets.
+        # dict() copies in one step, so readers adding to the old cache meanwhile cannot upset the iteration.
+        kept = dict(self._cache)
+        self._cache = {audience: rules for audience, rules in kept.items() if not rule.matches_audience(audience)}
 
     def candidates(self, audience: str) -> list[Rule]:
         """The rules whose audiences match ``audience``, in insertion order."""
-        exact = self._exact.get(audience, ())
-        globs = [entry for entry in self._globs if entry[1].matches_audience(audience)]
-        if not globs:
-            return [rule for _, rule in exact]
-        seen: set[int] = set()
-        found: list[Rule] = []
-        for seq, rule in heapq.merge(exact, globs, key=lambda entry: entry[0]):
-            if seq not in seen:
-                seen.add(seq)
-                found.append(rule)
+        return list(self._for_audience(audience).rules)
+
+    def matching(self, audience: str, *, client_id: str, subject: str | None, groups: frozenset[str]) -> list[Rule]:
+        """The rules whose audiences and subjects match, in insertion order: :meth:`candidates` filtered with
+        :meth:`Rule.matches_subject <policies.rules.Rule.matches_subject>` (scope kind and time are not checked)."""
+        return self._for_audience(audience).matching(client_id, subject, groups)
+
+    def _for_audience(self, audience: str) -> _AudienceRules:
+        cache = self._cache  # read before the buckets (see _changed)
+        found = cache.get(audience)
+        if found is None:
+            found = _AudienceRules(self._lookup(audience))
+            if len(cache) >= CANDIDATE_CACHE_SIZE:
+                cache.clear()
+            cache[audience] = found
         return found
+
+    def _lookup(self, audience: str) -> tuple[_Entry, ...]:
+        exact = self._exact.get(audience)
+        lists = [exact] if exact else []
+        globs = self._globs
+        size = len(audience)
+        for length in self._prefix_lengths:
+            if length > size:
+                break
+            bucket = globs.get(audience[:length])
+            if bucket is not None:
+                lists.extend(entries for pattern, entries in bucket.values() if pattern.match(audience))
+        if not lists:
+            return ()
+        if len(lists) == 1:
+            return lists[0]
+        by_seq = {seq: rule for entries in lists for seq, rule in entries}  # a rule may match twice
+        return tuple((seq, by_seq[seq]) for seq in sorted(by_seq))
+
+
+class _BySubject:
+    """Rules split by the users they apply to: ``anyone`` (no users or groups named: with or without a user),
+    ``any_user`` (``"*"``: every signed-in user), and the others under each user and group they name."""
+
+    __slots__ = ("any_user", "anyone", "by_group", "by_user")
+
+    def __init__(self) -> None:
+        self.anyone: list[_Entry] = []
+        self.any_user: list[_Entry] = []
+        self.by_user: dict[str, list[_Entry]] = {}
+        self.by_group: dict[str, list[_Entry]] = {}
+
+    def add(self, entry: _Entry) -> None:
+        rule = entry[1]
+        if not rule.users and not rule.groups:
+            self.anyone.append(entry)
+        elif ANY in rule.users:
+            self.any_user.append(entry)
+        else:  # (a name listed twice must not list the rule twice)
+            for user in dict.fromkeys(rule.users):
+                self.by_user.setdefault(user, []).append(entry)
+            for group in dict.fromkeys(rule.groups):
+                self.by_group.setdefault(group, []).append(entry)
+
+    def collect(self, subject: str | None, groups: frozenset[str], into: list[list[_Entry]]) -> None:
+        """Append the lists of rules that match ``subject`` in ``groups`` to ``into``."""
+        if self.anyone:
+            into.append(self.anyone)
+        if subject is None:
+            return
+        if self.any_user:
+            into.append(self.any_user)
+        found = self.by_user.get(subject)
+        if found:
+            into.append(found)
+        by_group = self.by_group
+        if by_group and groups:
+            if len(groups) <= len(by_group):
+                into.extend(found for group in groups if (found := by_group.get(group)))
+            else:
+                into.extend(found for group, found in by_group.items() if group in groups)
+
+
+class _AudienceRules:
+    """The candidate rules of one audience, split by client (``"*"`` for every client) and then by subject, so
+    that the rules matching a request's subject are found without testing every candidate."""
+
+    __slots__ = ("by_client", "rules")
+
+    def __init__(self, entries: tuple[_Entry, ...]) -> None:
+        self.rules = tuple(rule for _, rule in entries)
+        self.by_client: dict[str, _BySubject] = {}
+        for entry in entries:
+            clients = entry[1].clients
+            for client in dict.fromkeys(clients) if ANY not in clients else (ANY,):
+                split = self.by_client.get(client)
+                if split is None:
+                    split = self.by_client[client] = _BySubject()
+                split.add(entry)
+
+    def matching(self, client_id: str, subject: str | None, groups: frozenset[str]) -> list[Rule]:
+        lists: list[list[_Entry]] = []
+        for key in (ANY, client_id) if client_id != ANY else (ANY,):
+            split = self.by_client.get(key)
+            if split is not None:
+                split.collect(subject, groups, lists)
+        if not lists:
+            return []
+        if len(lists) == 1:
+            return [rule for _, rule in lists[0]]
+        by_seq = {seq: rule for entries in lists for seq, rule in entries}  # a rule may be listed twice
+        return [by_seq[seq] for seq in sorted(by_seq)]
 
 
 class MemoryRuleSource(EditableRuleSource):
@@ -181,5 +323,5 @@ class MemoryRuleSource(EditableRuleSource):
             self._index.remove(rule_id)
 
     def rules_for(self, *, client_id: str, audience: str, subject: str | None, groups: frozenset[str]) -> list[Rule]:
-        """The rules whose audiences match (subjects and conditions are left to the engine)."""
-        return self._index.candidates(audience)
+        """The rules whose audiences and subjects match (scope kinds and conditions are left to the engine)."""
+        return self._index.matching(audience, client_id=client_id, subject=subject, groups=groups)
