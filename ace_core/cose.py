@@ -10,6 +10,10 @@ registers ``cryptography``-backed implementations at import time:
   the key on every call (that re-parse costs as much as the signature itself).
 * **HMAC**: pycose compares tags with ``==``; ours compare in constant time (``hmac.compare_digest``).
 
+AES-CCM and AES-GCM (RFC 9053 §4) bypass the registry: ``encrypt0`` and ``verify`` call ``cryptography``'s
+``AESCCM``/``AESGCM`` with one cipher object per key, kept in a small cache, since building one per call (as
+pycose does) costs as much as decrypting a token.
+
 Any code that uses pycose's message classes in this process therefore gets the same implementations.
 
 The message framing (``Sig_structure``, ``MAC_structure``, ``Enc_structure``) is built here directly with cbor2:
@@ -32,6 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from pycose import algorithms as _pycose_algorithms
 
 from ace_core import cbor
@@ -207,12 +212,27 @@ _AEAD_NONCE_LENGTH: Mapping[CoseAlgorithm, int] = {
     CoseAlgorithm.AES_CCM_64_64_128: 7,
     CoseAlgorithm.AES_CCM_64_64_256: 7,
 }
+#: AEAD tag length per algorithm (RFC 9053 §4.1: GCM 128-bit tags; §4.2: the CCM-*-64-* variants have 64-bit tags).
+_AEAD_TAG_LENGTH: Mapping[int, int] = {
+    CoseAlgorithm.A128GCM: 16,
+    CoseAlgorithm.A192GCM: 16,
+    CoseAlgorithm.A256GCM: 16,
+    CoseAlgorithm.AES_CCM_16_64_128: 8,
+    CoseAlgorithm.AES_CCM_16_64_256: 8,
+    CoseAlgorithm.AES_CCM_64_64_128: 8,
+    CoseAlgorithm.AES_CCM_64_64_256: 8,
+}
+#: The same nonce lengths keyed by plain ``int``, for lookups with the ``alg`` of a decoded header.
+_AEAD_NONCE_BY_INT: Mapping[int, int] = {int(alg): n for alg, n in _AEAD_NONCE_LENGTH.items()}
 _CURVE_FOR_ALG = {
     CoseAlgorithm.ES256: CoseCurve.P_256,
     CoseAlgorithm.ES384: CoseCurve.P_384,
     CoseAlgorithm.EDDSA: CoseCurve.ED25519,
 }
 _KNOWN_HEADERS = frozenset(int(h) for h in CoseHeader)
+# The same tables keyed by plain ``int``: a decoded header's alg is one, and converting it to the enum costs more.
+_CURVE_BY_INT: Mapping[int, CoseCurve] = {int(alg): crv for alg, crv in _CURVE_FOR_ALG.items()}
+_KEY_LENGTH_BY_INT: Mapping[int, int] = {int(alg): n for alg, n in SYMMETRIC_KEY_LENGTH.items()}
 
 # --------------------------------------------------------------------------------------------------------------
 # keys
@@ -255,14 +275,38 @@ def _usable(key: CoseKey, alg: int) -> bool:
     if key.alg is not None and key.alg != alg:
         return False
     if alg in _SIGNATURE_ALGS:
-        return not key.is_symmetric and key.crv == _CURVE_FOR_ALG[CoseAlgorithm(alg)]
-    if alg in SYMMETRIC_KEY_LENGTH:
-        if not key.is_symmetric:
-            return False
-        if alg in _AEAD_NONCE_LENGTH:
-            return len(key.secret()) == SYMMETRIC_KEY_LENGTH[CoseAlgorithm(alg)]
-        return len(key.secret()) >= 16  # HMAC keys: any length; refuse toy keys
-    return False
+        return not key.is_symmetric and key.crv == _CURVE_BY_INT[alg]
+    length = _KEY_LENGTH_BY_INT.get(alg)
+    if length is None or not key.is_symmetric:
+        return False
+    if alg in _AEAD_NONCE_BY_INT:
+        return len(key.secret()) == length
+    return len(key.secret()) >= 16  # HMAC keys: any length; refuse toy keys
+
+
+#: ``cryptography`` AEAD objects per (algorithm, key bytes). Creating one costs about as much as decrypting a whole
+#: token; a resource server uses the same AS key for every token. Bounded: emptied when full.
+_AEAD_CACHE: dict[tuple[int, bytes], AESCCM | AESGCM] = {}
+_AEAD_CACHE_SIZE = 64
+
+
+def _aead(key: CoseKey, alg: int) -> AESCCM | AESGCM:
+    """The AES-CCM/AES-GCM object for ``key`` under ``alg`` (RFC 9053 §4.1, §4.2); cached.
+
+    :raises ValueError: not a symmetric key, or a key of the wrong size for ``alg``.
+    """
+    k = key.secret()
+    cache_key = (alg, k)
+    cipher = _AEAD_CACHE.get(cache_key)
+    if cipher is None:
+        tag_length = _AEAD_TAG_LENGTH[alg]
+        if len(k) != _KEY_LENGTH_BY_INT[alg]:
+            raise ValueError(f"a {len(k)}-byte key cannot be used with algorithm {alg}")
+        cipher = AESGCM(k) if tag_length == 16 else AESCCM(k, tag_length=tag_length)
+        if len(_AEAD_CACHE) >= _AEAD_CACHE_SIZE:
+            _AEAD_CACHE.clear()  # atomic, unlike evicting one entry while another thread may insert
+        _AEAD_CACHE[cache_key] = cipher
+    return cipher
 
 
 def _check_key_ops(key: CoseKey, op: CoseKeyOp) -> None:
@@ -385,7 +429,7 @@ def encrypt0(
     (header if protect_iv else unprotected)[_IV_KEY] = iv
     ph = cbor.dumps(header)
     aad = _ENC_CONTEXT + cbor.bstr(ph) + cbor.bstr(external_aad)
-    ciphertext = algorithm_implementation(alg).encrypt(key, iv, payload, aad)
+    ciphertext = _aead(key, alg).encrypt(iv, payload, aad)
     if not tagged:
         return [ph, unprotected, ciphertext]
     uh = cbor.dumps(unprotected) if unprotected else _EMPTY_MAP
@@ -432,17 +476,119 @@ def _decode_protected(ph: bytes, tag: CoseTag, max_size: int) -> Mapping[Any, An
     cached = _DECODED_HEADER_CACHE.get(ph)
     if cached is not None:
         return cached
-    try:
-        protected = cbor.loads(ph, max_size=max_size)
-    except WireFormatError as exc:
-        raise TokenMalformed("protected header is not CBOR") from exc
-    if not isinstance(protected, dict):
-        raise TokenMalformed("protected header is not a map")
+    protected = _small_header(ph)
+    if protected is None:
+        try:
+            protected = cbor.loads(ph, max_size=max_size)
+        except WireFormatError as exc:
+            raise TokenMalformed("protected header is not CBOR") from exc
+        if not isinstance(protected, dict):
+            raise TokenMalformed("protected header is not a map")
     if tag != CoseTag.ENCRYPT0 and len(ph) <= 64 and len(_DECODED_HEADER_CACHE) < 1024:
         shared: Mapping[Any, Any] = MappingProxyType(protected)  # shared between objects, hence read-only
         _DECODED_HEADER_CACHE[ph] = shared
         return shared
     return protected
+
+
+# Fast paths for the layout every token we issue has (and most others): they read the CBOR heads of RFC 8949 §3
+# directly and give up (returning None) on anything they do not handle, which then goes through cbor2. They accept
+# only inputs that cbor2 decodes to the very same objects, so every check below sees the same values either way,
+# and every malformed input takes the general path and fails there as before. tests/property/test_cose_decoding.py
+# compares both paths on arbitrary and mutated inputs.
+_TAG_HEADS = {0xC0 | t: t for t in (CoseTag.SIGN1, CoseTag.MAC0, CoseTag.ENCRYPT0)}  # one-byte tag heads
+_CWT_TAG_HEAD = b"\xd8" + bytes((CoseTag.CWT,))  # tag 61: major type 6, one-byte argument
+_EMPTY_MAP_HEAD = 0xA0
+
+
+def _bstr_span(data: bytes, pos: int, size: int) -> tuple[int, int]:
+    """``(start, end)`` of the content of the definite-length byte string whose head is at ``pos``, or (-1, -1)."""
+    if pos < size:
+        b = data[pos]
+        if 0x40 <= b < 0x58:
+            start, end = pos + 1, pos + 1 + (b - 0x40)
+        elif b == 0x58 and pos + 1 < size:
+            start = pos + 2
+            end = start + data[pos + 1]
+        elif b == 0x59 and pos + 2 < size:
+            start = pos + 3
+            end = start + (data[pos + 1] << 8 | data[pos + 2])
+        else:
+            return -1, -1  # longer, indefinite-length or not a byte string
+        if end <= size:
+            return start, end
+    return -1, -1
+
+
+def _split(data: bytes) -> tuple[CoseTag, bytes, bytes, bytes | None] | None:
+    """``(tag, protected, payload, signature)`` if ``data`` is exactly ``[61(]tag([bstr, {}, bstr(, bstr)])[)]``."""
+    size = len(data)
+    pos = 2 if data[:2] == _CWT_TAG_HEAD else 0
+    if size < pos + 2:
+        return None
+    tag = _TAG_HEADS.get(data[pos])
+    if tag is None:
+        return None
+    four = tag is not CoseTag.ENCRYPT0
+    if data[pos + 1] != (0x84 if four else 0x83):  # array(4) / array(3)
+        return None
+    ph_start, ph_end = _bstr_span(data, pos + 2, size)
+    if ph_end < 0 or ph_end >= size or data[ph_end] != _EMPTY_MAP_HEAD:
+        return None
+    start, end = _bstr_span(data, ph_end + 1, size)
+    if end < 0:
+        return None
+    payload = data[start:end]
+    signature = None
+    if four:
+        start, end = _bstr_span(data, end, size)
+        if end < 0:
+            return None
+        signature = data[start:end]
+    return (tag, data[ph_start:ph_end], payload, signature) if end == size else None
+
+
+def _small_header(ph: bytes) -> dict[int, int | bytes] | None:
+    """A header map whose labels are small integers and whose values are small integers or short byte strings
+    (``alg``, ``kid``, ``IV``, ...), or None."""
+    size = len(ph)
+    first = ph[0]
+    if not 0xA1 <= first <= 0xB7:
+        return None
+    out: dict[int, int | bytes] = {}
+    pos = 1
+    for _ in range(first - 0xA0):
+        if pos + 1 >= size:
+            return None
+        k = ph[pos]
+        if k < 0x18:
+            label = k
+        elif 0x20 <= k < 0x38:
+            label = 0x1F - k  # negative integer -1 - (k - 0x20)
+        else:
+            return None
+        v = ph[pos + 1]
+        pos += 2
+        value: int | bytes
+        if v < 0x18:
+            value = v
+        elif 0x40 <= v < 0x58:
+            end = pos + v - 0x40
+            if end > size:
+                return None
+            value = ph[pos:end]
+            pos = end
+        elif 0x20 <= v < 0x38:
+            value = 0x1F - v
+        elif v == 0x18 and pos < size:
+            value = ph[pos]
+            pos += 1
+        else:
+            return None
+        if label in out:
+            return None  # a duplicate label: leave it to cbor2 and the checks that follow
+        out[label] = value
+    return out if pos == size else None
 
 
 def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged: CoseTag | None = None) -> CoseObject:
@@ -451,6 +597,9 @@ def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged
     :param untagged: accept an untagged array of this type (e.g. an ``Encrypted_COSE_Key``).
     :raises TokenMalformed: not a COSE_Sign1/Mac0/Encrypt0, or its headers are malformed (RFC 9052 §3).
     """
+    parts = _split(data) if type(data) is bytes and len(data) <= max_size else None
+    if parts is not None:
+        return _checked(parts[0], parts[1], {}, parts[2], parts[3], max_size)
     try:
         obj = cbor.loads(bytes(data), max_size=max_size) if isinstance(data, bytes | bytearray) else data
     except WireFormatError as exc:
@@ -475,6 +624,13 @@ def decode(data: bytes | Any, *, max_size: int = cbor.DEFAULT_MAX_SIZE, untagged
     signature = body[3] if expected_len == 4 else None
     if expected_len == 4 and type(signature) is not bytes:
         raise TokenMalformed("signature/tag must be a byte string")
+    return _checked(tag, ph, uh, payload, signature, max_size)
+
+
+def _checked(
+    tag: CoseTag, ph: bytes, uh: dict[Any, Any], payload: bytes, signature: bytes | None, max_size: int
+) -> CoseObject:
+    """The object, once its headers pass the checks of RFC 9052 §3 and §3.1."""
     protected = _decode_protected(ph, tag, max_size)
     if uh and not protected.keys().isdisjoint(uh):
         raise TokenMalformed("a header label appears both protected and unprotected (RFC 9052 §3)")
@@ -511,21 +667,22 @@ def verify(
     if not allowed:
         raise SecurityWrapperFailed(f"algorithm {alg} not allowed for COSE tag {tag}")
     candidates = keys.resolve(obj.kid, alg)
-    impl = algorithm_implementation(alg)
     ph = cbor.bstr(obj.protected_bytes)
     aad = cbor.bstr(external_aad)
     if tag == CoseTag.ENCRYPT0:
         iv = obj.protected.get(_IV_KEY, obj.unprotected.get(_IV_KEY))
-        if type(iv) is not bytes or len(iv) != _AEAD_NONCE_LENGTH[CoseAlgorithm(alg)]:
+        if type(iv) is not bytes or len(iv) != _AEAD_NONCE_BY_INT[alg]:
             raise TokenMalformed("missing IV or IV of the wrong length for the algorithm")
+        # Enc_structure = ["Encrypt0", protected, external_aad] (RFC 9052 §5.3), the AEAD's associated data.
         enc_structure = _ENC_CONTEXT + ph + aad
         for key in candidates:
             try:
-                plaintext = impl.decrypt(key, iv, obj.payload, enc_structure)
+                plaintext = _aead(key, alg).decrypt(iv, obj.payload, enc_structure)
             except (InvalidTag, ValueError):
                 continue
             return plaintext, obj, key
         raise SecurityWrapperFailed(f"decryption failed (kid={obj.kid!r})")
+    impl = algorithm_implementation(alg)
     to_check = (_SIG_CONTEXT if tag == CoseTag.SIGN1 else _MAC_CONTEXT) + ph + aad + cbor.bstr(obj.payload)
     for key in candidates:
         if tag == CoseTag.SIGN1:

@@ -101,13 +101,18 @@ class Claims:
         values: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for key, value in m.items():
-            name = _CLAIM_NAMES.get(key) if _is_int(key) else None
-            if name is not None:
-                check = _CLAIM_CHECKS[name]
-                if check is not None and not check(value):
+            # cbor2 gives plain int and str keys; int subclasses (IntEnum members) are looked up the same way.
+            if type(key) is int or _is_int(key):
+                spec = _CLAIM_SPECS.get(key)
+                if spec is None:
+                    extra[key] = value
+                    continue
+                name, fast_types, check = spec
+                # The exact-type test accepts the common values at once; the full check decides for the rest.
+                if type(value) not in fast_types and check is not None and not check(value):
                     raise WireFormatError(f"claim {name} has the wrong type")
                 values[name] = value
-            elif _is_int(key) or type(key) is str:
+            elif type(key) is str:
                 extra[key] = value
             else:
                 raise WireFormatError("claim keys must be integers or text")
@@ -154,6 +159,23 @@ _CLAIM_CHECKS: dict[str, Callable[[object], bool] | None] = {
     "ace_profile": _is_int,
     "cnonce": lambda v: type(v) is bytes,
     "exi": lambda v: _is_int(v) and v >= 0,  # type: ignore[operator]
+}
+#: Value types each claim always accepts, tested with ``type(v) in ...`` before its (slower) check.
+_CLAIM_FAST_TYPES: dict[str, frozenset[type]] = {
+    "iss": frozenset({str}),
+    "sub": frozenset({str}),
+    "aud": frozenset({str}),
+    "exp": frozenset({int, float}),
+    "nbf": frozenset({int, float}),
+    "iat": frozenset({int, float}),
+    "cti": frozenset({bytes}),
+    "scope": frozenset({str, bytes}),
+    "ace_profile": frozenset({int}),
+    "cnonce": frozenset({bytes}),
+}
+#: Per claim key: (attribute, types accepted at once, full check or None when another decoder checks it).
+_CLAIM_SPECS: dict[int, tuple[str, frozenset[type], Callable[[object], bool] | None]] = {
+    key: (name, _CLAIM_FAST_TYPES.get(name, frozenset()), _CLAIM_CHECKS[name]) for name, key in _CLAIM_FIELDS
 }
 
 

@@ -529,6 +529,7 @@ class _Message:
     _PARAMS: ClassVar[tuple[_Param, ...]] = ()
     _BY_KEY: ClassVar[dict[int, _Param]] = {}
     _BY_NAME: ClassVar[dict[str, _Param]] = {}
+    _REQUIRED: ClassVar[tuple[_Param, ...]] = ()
 
     if TYPE_CHECKING:
         extra: Mapping[int | str, Any]
@@ -539,8 +540,12 @@ class _Message:
         super().__init_subclass__(**kwargs)
         cls._BY_KEY = {int(p.key): p for p in cls._PARAMS}
         cls._BY_NAME = {p.name: p for p in cls._PARAMS}
+        cls._REQUIRED = tuple(p for p in cls._PARAMS if p.required)
 
     def __post_init__(self) -> None:
+        if not self.extra:
+            object.__setattr__(self, "extra", _NO_EXTRA)  # the common case: share one empty read-only mapping
+            return
         for key in self.extra:
             if not (_is_int(key) or isinstance(key, str)):
                 raise TypeError(f"extra keys must be int or str, not {type(key).__name__}")
@@ -576,8 +581,11 @@ class _Message:
         kwargs: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for key, value in m.items():
-            _check_label(key)
-            p = cls._BY_KEY.get(key) if _is_int(key) else None
+            if type(key) is int:  # what cbor2 gives for every registered parameter
+                p = cls._BY_KEY.get(key)
+            else:
+                _check_label(key)
+                p = cls._BY_KEY.get(key) if _is_int(key) else None
             if p is None:
                 _check_cbor_data(value)
                 extra[key] = value
@@ -693,7 +701,7 @@ class _Message:
 
     @classmethod
     def _build(cls, kwargs: dict[str, Any], extra: dict[int | str, Any]) -> Self:
-        missing = [p.name for p in cls._PARAMS if p.required and p.attr not in kwargs]
+        missing = [p.name for p in cls._REQUIRED if p.attr not in kwargs]
         if missing:
             raise WireFormatError(f"{cls.__name__}: missing required {', '.join(missing)}")
         try:
@@ -704,6 +712,10 @@ class _Message:
 
 def _extra() -> Mapping[int | str, Any]:
     return {}
+
+
+#: The ``extra`` of every message without unknown parameters (immutable, so one instance serves all).
+_NO_EXTRA: Mapping[int | str, Any] = MappingProxyType({})
 
 
 # --------------------------------------------------------------------------------------------------------------

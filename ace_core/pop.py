@@ -8,7 +8,7 @@ Encrypted_COSE_Key, a key id, or OSCORE input material. Unknown confirmation mem
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,12 +69,17 @@ class OscoreMaterial:
         values: dict[str, Any] = {}
         extra: dict[int | str, Any] = {}
         for label, value in m.items():
-            attr = _OSC_ATTRS.get(label) if _is_int(label) else None
-            if attr is not None:
-                if not _OSC_CHECKS[attr](value):
+            if type(label) is int or _is_int(label):
+                spec = _OSC_SPECS.get(label)
+                if spec is None:
+                    extra[label] = value
+                    continue
+                attr, fast_type, check = spec
+                # The exact-type test accepts the common values at once; the full check decides for the rest.
+                if type(value) is not fast_type and not check(value):
                     raise WireFormatError(f"OSCORE_Input_Material {attr} has the wrong type")
                 values[attr] = value
-            elif _is_int(label) or type(label) is str:
+            elif type(label) is str:
                 extra[label] = value
             else:
                 raise WireFormatError("OSCORE_Input_Material labels must be int or text")
@@ -132,6 +137,15 @@ _OSC_CHECKS = {
     attr: _is_bytes if label in _OSC_BYTES else _is_uint if label == OscoreInputMaterial.VERSION else _is_alg
     for attr, label in _OSC_FIELDS
 }
+#: Per label: (attribute, a type accepted at once, full check). ``version`` must also be >= 0, so has no fast type.
+_OSC_SPECS: dict[int, tuple[str, type | None, Callable[[object], bool]]] = {
+    label: (
+        attr,
+        bytes if label in _OSC_BYTES else None if label == OscoreInputMaterial.VERSION else int,
+        _OSC_CHECKS[attr],
+    )
+    for attr, label in _OSC_FIELDS
+}
 _COSE_KEY, _ENCRYPTED_COSE_KEY, _KID, _OSC = (
     int(ConfirmationMethod.COSE_KEY),
     int(ConfirmationMethod.ENCRYPTED_COSE_KEY),
@@ -154,8 +168,13 @@ class Confirmation:
     extra: Mapping[int, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        present = [v for v in (self.cose_key, self.encrypted_cose_key, self.kid, self.osc) if v is not None]
-        if len(present) != 1:
+        present = (
+            (self.cose_key is not None)
+            + (self.encrypted_cose_key is not None)
+            + (self.kid is not None)
+            + (self.osc is not None)
+        )
+        if present != 1:
             raise WireFormatError("cnf must carry exactly one proof-of-possession key (RFC 8747 §3.1)")
 
     def to_cbor_map(self) -> dict[int, Any]:
@@ -181,7 +200,7 @@ class Confirmation:
         extra: dict[int, Any] = {}
         cose_key = enc = kid = osc = None
         for label, value in m.items():
-            if type(label) is bool or not isinstance(label, int):
+            if type(label) is not int and (type(label) is bool or not isinstance(label, int)):
                 raise WireFormatError("cnf labels must be integers")
             if label == _OSC:
                 osc = value
