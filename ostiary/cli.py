@@ -183,10 +183,16 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "  ostiary audit --client phone-app --action token.refused --limit 20",
     ),
     "factory": (
-        "device factory provisioning (not implemented yet)",
+        "device factory provisioning: batches of devices, bundles, claiming and releasing",
         "Factory provisioning gives each device, at manufacturing time, its identity and the initial\n"
-        "credentials it uses to reach the bootstrap server, and records them for the operator.",
-        "Factory provisioning is not implemented yet; this group has no commands.",
+        "credentials it uses to reach the bootstrap server, and records them for the operator. A device is\n"
+        "pre-assigned to a site at manufacture, or claimed later by the enrolment id printed on it.",
+        "Typical use:\n"
+        "  ostiary factory batch --count 1000 --model L1      # bundles.zip, manifest, bundle.key in ./BATCH_ID\n"
+        "  ostiary factory show-bundle BATCH_ID/bundles.zip --serial L1-00000001 --key BATCH_ID/bundle.key\n"
+        "  ostiary factory claim 7J2V-989J-BDV2-K6GJ --site building-a\n"
+        "  ostiary factory release L1-00000001\n"
+        "  ostiary factory list --unclaimed",
     ),
     "bootstrap": (
         "LwM2M-style bootstrap server (not implemented yet)",
@@ -346,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
             add_policy_commands(group)
         if name in ("user", "group", "consent"):
             _add_admin_commands(name, group)
+        if name == "factory":
+            from ostiary.factory_cli import add_factory_commands
+
+            add_factory_commands(group)
     return parser
 
 

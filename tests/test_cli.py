@@ -26,7 +26,7 @@ GROUP_PURPOSE = {
     "bootstrap": "bootstrap server",
     "demo": "end-to-end scenario",
 }
-NOT_IMPLEMENTED = ("factory", "bootstrap")
+NOT_IMPLEMENTED = ("bootstrap",)
 
 
 def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
