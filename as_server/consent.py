@@ -44,6 +44,7 @@ rebuilds its audience index only when that cached list changes. Recording an acc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -607,6 +608,74 @@ class ConsentService:
         log.info("access request %s approved by %s", request.id, approver.actor)
         self._changed(request.id)
         return grant
+
+    def grant_directly(
+        self,
+        approver: Approver,
+        *,
+        client_id: str,
+        subject: str | None,
+        audience: str,
+        scope: Scope,
+        approval: Approval,
+        now: int,
+    ) -> Grant:
+        """An administrator's database rule (issue #5 "Sources"): a grant made without an app asking first.
+
+        It is recorded as an access request that the administrator approves at once, so it has the same id,
+        audit trail, conditions and revocation as every grant (``approval`` narrows it as in :meth:`approve`,
+        except that ``scope`` is given here). A pending request of the same client, user, audience and scope is
+        approved by it. Everything is checked before anything is written.
+
+        :raises ApiForbidden: not an administrator. :raises ApiBadRequest: unknown client or audience, an empty
+            scope, or conditions that make no valid rule.
+        """
+        if not approver.is_admin:
+            raise ApiForbidden("only administrators create grants without a request")
+        if scope.is_empty:
+            raise ApiBadRequest("the scope is empty")
+        if self._storage.get_client(client_id) is None:
+            raise ApiBadRequest("no such client")
+        if self._storage.get_resource_server(audience) is None:
+            raise ApiBadRequest("no such audience")
+        windows = approval.windows
+        probe = Grant(
+            id="probe",
+            request_id="probe",
+            client_id=client_id,
+            subject=subject,
+            audience=audience,
+            scope=scope.encode_cbor_value(),
+            valid_from=approval.valid_from,
+            valid_until=approval.valid_until,
+            windows=windows,
+            timezone=(approval.timezone or self._settings.consent_timezone) if windows else None,
+            max_lifetime=approval.max_lifetime,
+            approvers=(approver.actor,),
+            created_at=now,
+            created_by=approver.actor,
+        )
+        try:
+            grant_to_rule(probe)
+        except ValueError as exc:
+            raise ApiBadRequest("the grant's conditions are inconsistent", detail=str(exc)) from None
+        request = ConsentRequest(
+            id=self._new_request_id(),
+            client_id=client_id,
+            subject=subject,
+            audience=audience,
+            scope=scope.encode_cbor_value(),
+            reason=f"granted directly by {approver.actor}",
+            approvers=(approver.actor,),
+            rules=(),
+            requested_from=now,
+            requested_until=None,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self._settings.access_request_lifetime,
+        )
+        stored, _merged = self._storage.submit_access_request(request, actor=approver.actor)
+        return self.approve(approver, stored.id, dataclasses.replace(approval, scope=scope), now=now)
 
     def deny(self, approver: Approver, request_id: str, *, note: str = "", now: int) -> ConsentRequest:
         """Deny a pending request.

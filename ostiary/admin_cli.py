@@ -511,6 +511,30 @@ def add_consent_commands(group: argparse.ArgumentParser, parents: Sequence[argpa
 
     p = _command(
         sub,
+        "grant",
+        help="create a grant without a request (administrators): a database rule",
+        description="Create a grant directly, without an app asking first: a permit rule stored in the database,\n"
+        "which the policy engine applies beside the policy file (and which `consent revoke` removes). Only\n"
+        "administrators may. It takes the conditions `consent approve` takes; a pending request of the same\n"
+        "client, user, audience and scope is approved by it.",
+        example="  ostiary consent grant --as admin --client cleaner-app --audience front-door --scope '/lock:PUT' \\\n"
+        "      --window 'Mon-Fri 06:00-08:00' --timezone Europe/Berlin --until 90d",
+        parents=[*with_user, json_out],
+    )
+    p.add_argument("--client", required=True, metavar="CLIENT_ID")
+    p.add_argument("--user", metavar="USER", help="only when the app acts for this signed-in user")
+    p.add_argument("--audience", required=True, metavar="AUDIENCE")
+    p.add_argument("--scope", required=True, metavar="SCOPE", help="'/lock:PUT' (AIF), or text scopes")
+    p.add_argument("--valid-from", metavar="TIME", help="in force from (default: now)")
+    p.add_argument("--until", metavar="TIME", help="in force until (default: until revoked)")
+    p.add_argument("--window", action="append", default=[], metavar="'DAYS HH:MM-HH:MM'", help="repeatable")
+    p.add_argument("--timezone", metavar="TZ", help="IANA time zone of the windows (default: consent_timezone)")
+    p.add_argument("--max-lifetime", type=int, metavar="SECONDS", help="longest token lifetime under the grant")
+    p.add_argument("--note", default="", metavar="TEXT", help="a note for the audit log")
+    p.set_defaults(handler=_cmd_consent_grant)
+
+    p = _command(
+        sub,
         "deny",
         help="deny a pending access request",
         description="Deny a pending access request;\nthe app learns it at the request's URI.",
@@ -666,6 +690,51 @@ def _cmd_consent_approve(args: argparse.Namespace) -> int:
         return 0
     print(f"approved access request {decided.id} as {approver.actor}")
     _print_request(decided, grant)
+    return 0
+
+
+def _cmd_consent_grant(args: argparse.Namespace) -> int:
+    from as_server.consent import parse_approval
+    from as_server.endpoints.consent import grant_view
+    from policies.builtin.allow_list import parse_scope_spec
+
+    now = _now()
+    try:
+        scope = parse_scope_spec(args.scope)  # AIF when it starts with "/", else text scope tokens
+    except ValueError as exc:  # WireFormatError is a ValueError too
+        raise CommandError(f"--scope {args.scope!r}: {exc}", status=2) from None
+    body: dict[str, Any] = {"note": args.note}
+    if args.valid_from is not None:
+        body["valid_from"] = _time(args.valid_from, now=now, future=True)
+    if args.until is not None:
+        body["valid_until"] = _time(args.until, now=now, future=True)
+    if args.window:
+        body["windows"] = list(args.window)
+    if args.timezone is not None:
+        body["timezone"] = args.timezone
+    if args.max_lifetime is not None:
+        body["max_lifetime"] = args.max_lifetime
+    with _storage(_settings(args)) as storage:
+        service, approver = _consent(storage, args)
+        approval = _api(lambda: parse_approval(body, scope, now=now))
+        grant = _api(
+            lambda: service.grant_directly(
+                approver,
+                client_id=args.client,
+                subject=args.user,
+                audience=args.audience,
+                scope=scope,
+                approval=approval,
+                now=now,
+            )
+        )
+    if args.json:
+        _print_json(grant_view(grant))
+        return 0
+    print(
+        f"granted {_scope_text(grant.scope)} at {grant.audience} to {grant.client_id}"
+        f"{' for ' + grant.subject if grant.subject else ''}: grant {grant.id} (revoke with `ostiary consent revoke`)"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,7 @@ def _leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> li
 
 def test_every_new_command_help_teaches() -> None:
     leaves = [(p, sub) for p, sub in _leaves(build_parser()) if p[:1] in (("user",), ("group",), ("consent",))]
-    assert len(leaves) == 7 + 4 + 6  # user: add list show disable enable passwd sites (issue #6)
+    assert len(leaves) == 7 + 4 + 7  # user: add list show disable enable passwd sites (issue #6); consent: + grant
     for path, sub in leaves:
         text = sub.format_help()
         assert "example:" in text and f"ostiary {path[0]}" in text.split("example:")[1], path
@@ -262,3 +263,51 @@ def test_the_password_prompt_asks_twice(
     assert code == 1 and "the passwords differ" in err
     with pytest.raises(SystemExit):  # no option takes the password itself
         main(["user", "add", "eve", "--password", "x", "--home", str(home)])
+
+
+def test_consent_grant_creates_a_database_rule(
+    home: Path, deployment: AuthorizationServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["consent", "grant", "--client", "phone-app", "--audience", "front-door", "--scope", "/lock:PUT"]
+    code, _, err = run(home, capsys, *argv, "--as", "frank")
+    assert code == 1 and "only administrators" in err
+    code, _, err = run(home, capsys, *argv[:-1], "/nope:FLY", "--as", "root")
+    assert code == 2 and "--scope" in err
+    code, _, err = run(
+        home,
+        capsys,
+        "consent",
+        "grant",
+        "--client",
+        "ghost",
+        "--audience",
+        "front-door",
+        "--scope",
+        "/lock:PUT",
+        "--as",
+        "root",
+    )
+    assert code == 1 and "no such client" in err
+    code, out, err = run(home, capsys, *argv, "--as", "root", "--until", "30d", "--json")
+    assert code == 0, err
+    grant = json.loads(out)
+    assert grant["created_by"] == "user:root" and grant["valid_until"] is not None
+    # The database rule lets phone-app get the token without asking: the running AS sees the grant once its
+    # registry cache re-validates (every 0.1 s), so retry for a bounded time.
+    request = TokenRequest(audience="front-door", scope=AifScope.parse_spec("/lock:PUT").to_cbor())
+    credentials = ClientCredentials("phone-app", server_secret(deployment).encode(), METHOD_BASIC)
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            info = deployment.token_endpoint.handle(request, credentials=credentials, peer="127.0.0.1")
+            break
+        except ConsentPending:
+            assert time.monotonic() < deadline, "the AS never saw the grant"
+            time.sleep(0.05)
+    assert info.access_token
+    code, out, _ = run(home, capsys, "consent", "revoke", grant["id"], "--as", "root")
+    assert code == 0 and "1 tokens revoked" in out
+
+
+def server_secret(server: AuthorizationServer) -> str:
+    return str(server.phone_secret)  # type: ignore[attr-defined]

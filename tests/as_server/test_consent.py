@@ -367,3 +367,59 @@ def test_one_pending_request_per_key_across_processes(sql_url: str, master_key: 
     assert {r.id for r, _ in results} == {r.id for r, merged in results if not merged}
     (stored,) = first.list_access_requests(now=NOW)
     assert stored.request_count == 2
+
+
+# --- administrators' database rules (grants without a request) ----------------------------------------------------
+
+
+def test_an_administrator_grants_directly_and_revokes(world: ConsentWorld) -> None:
+    consent = world.server.consent
+    root = world.approver("root")
+    put = AifScope.parse_spec("/lock:PUT")
+    grant = consent.grant_directly(
+        root, client_id="phone-app", subject=None, audience="lock-aif", scope=put, approval=Approval(), now=world.now
+    )
+    assert grant.created_by == "user:root" and grant.status == GrantStatus.ACTIVE
+    request = world.storage.get_access_request(grant.id, now=world.now)
+    assert request is not None and request.status == AccessRequestStatus.APPROVED
+    assert request.reason == "granted directly by user:root"
+    info = world.token("/lock:PUT")  # no access request: the database rule permits it
+    claims = open_token(info.access_token)
+    assert AifScope.from_cbor(claims.scope) == put  # type: ignore[arg-type]
+    assert consent.revoke(root, grant.id, now=world.now) == 1
+    assert world.introspect(info.access_token).active is False
+    assert actions(world, action="grant") == ["grant.created", "grant.revoked"]
+
+
+def test_a_direct_grant_approves_the_pending_request_it_covers(world: ConsentWorld) -> None:
+    pending = world.pending("/lock:PUT")
+    grant = world.server.consent.grant_directly(
+        world.approver("root"),
+        client_id="phone-app",
+        subject=None,
+        audience="lock-aif",
+        scope=AifScope.parse_spec("/lock:PUT"),
+        approval=Approval(),
+        now=world.now,
+    )
+    assert grant.id == pending
+    assert world.token("/lock:PUT").access_token
+
+
+def test_only_administrators_grant_directly_and_nothing_is_written_on_refusal(world: ConsentWorld) -> None:
+    consent = world.server.consent
+    put = AifScope.parse_spec("/lock:PUT")
+    kwargs = {"subject": None, "scope": put, "approval": Approval(), "now": world.now}
+    with pytest.raises(ApiForbidden, match="administrators"):
+        consent.grant_directly(world.approver("frank"), client_id="phone-app", audience="lock-aif", **kwargs)  # type: ignore[arg-type]
+    root = world.approver("root")
+    with pytest.raises(ApiBadRequest, match="client"):
+        consent.grant_directly(root, client_id="nobody", audience="lock-aif", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ApiBadRequest, match="audience"):
+        consent.grant_directly(root, client_id="phone-app", audience="nowhere", **kwargs)  # type: ignore[arg-type]
+    late = Approval(valid_from=world.now + 100, valid_until=world.now + 50)
+    with pytest.raises(ApiBadRequest):
+        consent.grant_directly(
+            root, client_id="phone-app", subject=None, audience="lock-aif", scope=put, approval=late, now=world.now
+        )
+    assert consent.list_requests(root, now=world.now, status=None) == []
