@@ -501,12 +501,7 @@ def add_consent_commands(group: argparse.ArgumentParser, parents: Sequence[argpa
     )
     p.add_argument("request_id", metavar="ID")
     p.add_argument("--scope", metavar="SCOPE", help="approve only this subset ('/lock:PUT', or text scopes)")
-    p.add_argument("--valid-from", metavar="TIME", help="in force from (default: now)")
-    p.add_argument("--until", metavar="TIME", help="remember until (default: until revoked)")
-    p.add_argument("--window", action="append", default=[], metavar="'DAYS HH:MM-HH:MM'", help="repeatable")
-    p.add_argument("--timezone", metavar="TZ", help="IANA time zone of the windows (default: consent_timezone)")
-    p.add_argument("--max-lifetime", type=int, metavar="SECONDS", help="longest token lifetime under the grant")
-    p.add_argument("--note", default="", metavar="TEXT", help="a note for the audit log")
+    _add_conditions(p)
     p.set_defaults(handler=_cmd_consent_approve)
 
     p = _command(
@@ -525,12 +520,7 @@ def add_consent_commands(group: argparse.ArgumentParser, parents: Sequence[argpa
     p.add_argument("--user", metavar="USER", help="only when the app acts for this signed-in user")
     p.add_argument("--audience", required=True, metavar="AUDIENCE")
     p.add_argument("--scope", required=True, metavar="SCOPE", help="'/lock:PUT' (AIF), or text scopes")
-    p.add_argument("--valid-from", metavar="TIME", help="in force from (default: now)")
-    p.add_argument("--until", metavar="TIME", help="in force until (default: until revoked)")
-    p.add_argument("--window", action="append", default=[], metavar="'DAYS HH:MM-HH:MM'", help="repeatable")
-    p.add_argument("--timezone", metavar="TZ", help="IANA time zone of the windows (default: consent_timezone)")
-    p.add_argument("--max-lifetime", type=int, metavar="SECONDS", help="longest token lifetime under the grant")
-    p.add_argument("--note", default="", metavar="TEXT", help="a note for the audit log")
+    _add_conditions(p)
     p.set_defaults(handler=_cmd_consent_grant)
 
     p = _command(
@@ -569,6 +559,32 @@ def add_consent_commands(group: argparse.ArgumentParser, parents: Sequence[argpa
     )
     p.add_argument("grant_id", metavar="ID")
     p.set_defaults(handler=_cmd_consent_revoke)
+
+
+def _add_conditions(p: argparse.ArgumentParser) -> None:
+    """The grant conditions `consent approve` and `consent grant` take (:func:`as_server.consent.parse_approval`)."""
+    p.add_argument("--valid-from", metavar="TIME", help="in force from (default: now)")
+    p.add_argument("--until", metavar="TIME", help="in force until, 'remember until' (default: until revoked)")
+    p.add_argument("--window", action="append", default=[], metavar="'DAYS HH:MM-HH:MM'", help="repeatable")
+    p.add_argument("--timezone", metavar="TZ", help="IANA time zone of the windows (default: consent_timezone)")
+    p.add_argument("--max-lifetime", type=int, metavar="SECONDS", help="longest token lifetime under the grant")
+    p.add_argument("--note", default="", metavar="TEXT", help="a note for the audit log")
+
+
+def _conditions(args: argparse.Namespace, now: int) -> dict[str, Any]:
+    """:func:`_add_conditions`' options as the approval body the HTTP API takes."""
+    body: dict[str, Any] = {"note": args.note}
+    if args.valid_from is not None:
+        body["valid_from"] = _time(args.valid_from, now=now, future=True)
+    if args.until is not None:
+        body["valid_until"] = _time(args.until, now=now, future=True)
+    if args.window:
+        body["windows"] = list(args.window)
+    if args.timezone is not None:
+        body["timezone"] = args.timezone
+    if args.max_lifetime is not None:
+        body["max_lifetime"] = args.max_lifetime
+    return body
 
 
 def _consent(storage: Storage, args: argparse.Namespace) -> tuple[ConsentService, Approver]:
@@ -666,19 +682,9 @@ def _cmd_consent_approve(args: argparse.Namespace) -> int:
     from as_server.endpoints.consent import request_view
 
     now = _now()
-    body: dict[str, Any] = {"note": args.note}
+    body = _conditions(args, now)
     if args.scope is not None:
         body["scope"] = args.scope
-    if args.valid_from is not None:
-        body["valid_from"] = _time(args.valid_from, now=now, future=True)
-    if args.until is not None:
-        body["valid_until"] = _time(args.until, now=now, future=True)
-    if args.window:
-        body["windows"] = list(args.window)
-    if args.timezone is not None:
-        body["timezone"] = args.timezone
-    if args.max_lifetime is not None:
-        body["max_lifetime"] = args.max_lifetime
     with _storage(_settings(args)) as storage:
         service, approver = _consent(storage, args)
         request, _ = _api(lambda: service.get_request(approver, args.request_id, now=now))
@@ -703,17 +709,7 @@ def _cmd_consent_grant(args: argparse.Namespace) -> int:
         scope = parse_scope_spec(args.scope)  # AIF when it starts with "/", else text scope tokens
     except ValueError as exc:  # WireFormatError is a ValueError too
         raise CommandError(f"--scope {args.scope!r}: {exc}", status=2) from None
-    body: dict[str, Any] = {"note": args.note}
-    if args.valid_from is not None:
-        body["valid_from"] = _time(args.valid_from, now=now, future=True)
-    if args.until is not None:
-        body["valid_until"] = _time(args.until, now=now, future=True)
-    if args.window:
-        body["windows"] = list(args.window)
-    if args.timezone is not None:
-        body["timezone"] = args.timezone
-    if args.max_lifetime is not None:
-        body["max_lifetime"] = args.max_lifetime
+    body = _conditions(args, now)
     with _storage(_settings(args)) as storage:
         service, approver = _consent(storage, args)
         approval = _api(lambda: parse_approval(body, scope, now=now))
