@@ -47,12 +47,27 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# DTLSSocket (aiocoap's tinydtls extra, the bootstrap server's coaps://) builds tinydtls from source with the GNU
+# autotools; install them from the system's packages when one is missing (Debian/Ubuntu names).
+BUILD_TOOLS := autoreconf aclocal libtoolize pkg-config
+define ensure_build_tools
+	@missing=$$(for t in $(BUILD_TOOLS); do command -v $$t >/dev/null 2>&1 || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing autoconf automake libtool pkg-config (missing: $$(echo $$missing)) to build DTLSSocket"; \
+		sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$sudo apt-get install -y autoconf automake libtool pkg-config >/dev/null || \
+			{ $$sudo apt-get update >/dev/null && $$sudo apt-get install -y autoconf automake libtool pkg-config >/dev/null; }; \
+	fi
+endef
+
 # pip -q still prints errors and warnings; the stamp is touched only after a successful install.
 $(VENV)/.installed: pyproject.toml | $(VPY)
+	$(ensure_build_tools)
 	$(PIP) install --quiet -e '.[all]'
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VPY)
+	$(ensure_build_tools)
 	$(PIP) install --quiet -e '.[all,test]'
 	@# The console's browser tests drive the system's Chromium (Debian package; never `playwright install`).
 	@command -v chromium >/dev/null 2>&1 || { sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
@@ -61,6 +76,7 @@ $(VENV)/.installed-test: pyproject.toml | $(VPY)
 	@touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(VPY)
+	$(ensure_build_tools)
 	$(PIP) install --quiet -e '.[all,test,bench]'
 	@touch $@
 

@@ -87,6 +87,10 @@ ACTIONS: Final = {
     "authorization.signin_failed": "a sign-in at /authorize failed (detail: why; never the password)",
     "authorization_code.reused": "a used authorization code was presented again; its tokens were revoked",
     "refresh_token.family_revoked": "a refresh-token family and its access tokens were revoked (detail: why)",
+    "resource_server.key_created": "a new operational key generation of a lock (issue #7; detail: which)",
+    "resource_server.key_delivered": "a bootstrap delivered a key generation (detail: whether tokens now use it)",
+    "resource_server.key_retired": "a retired key generation's key material was erased",
+    "resource_server.revoked": "a lock's keys were erased, the lock disabled and its tokens revoked",
 }
 
 #: The actor of what the AS does by itself (expiring requests, recording dropped entries).

@@ -118,6 +118,22 @@ class Settings:
     #: ... and at the latest this many seconds after sign-in, whatever the activity.
     console_session_lifetime: int = 12 * 3600
 
+    #: The bootstrap server (issue #7, docs/bootstrap.md): devices bootstrap over DTLS (coaps, PSK) on this UDP port
+    #: of ``coap_host``, and bootstrapped locks register there (LwM2M ``/rd``). 0 turns the bootstrap server off.
+    bootstrap_dtls_port: int = 5684
+    #: Development only: also serve ``/bs`` and ``/bspack`` over *plain* CoAP on this port, where devices are NOT
+    #: authenticated (anyone who knows an endpoint name gets that lock's key). 0 (the default) = off.
+    bootstrap_plain_port: int = 0
+    #: The LwM2M Server URI written to locks (``/0/x/0``); default ``coaps://<coap_host>:<bootstrap_dtls_port>``.
+    bootstrap_server_uri: str = ""
+    #: The registration lifetime written to locks (``/1/x/1``, seconds): a lock updates its registration within it.
+    bootstrap_lifetime: int = 3600
+    #: A lock's AS<->lock key is replaced at its first bootstrap after it is this old (seconds; 0 = never by age).
+    key_rotation_age: int = 30 * 86400
+    #: After a new key is delivered, the old one stays usable this long (seconds; 0 = the lock's maximum token
+    #: lifetime, so every token made with the old key has expired when it goes).
+    key_overlap: int = 0
+
     @property
     def master_key_file(self) -> Path:
         """Where ``ostiary as init`` writes the master key (unless ``OSTIARY_MASTER_KEY`` is used)."""
@@ -132,6 +148,14 @@ class Settings:
     def effective_policy_file(self) -> Path:
         """:attr:`policy_file`, or ``policy.yaml`` in :attr:`home`."""
         return self.policy_file or self.home / "policy.yaml"
+
+    @property
+    def effective_bootstrap_server_uri(self) -> str:
+        """:attr:`bootstrap_server_uri`, or ``coaps://<coap_host>:<bootstrap_dtls_port>``."""
+        if self.bootstrap_server_uri:
+            return self.bootstrap_server_uri
+        host = f"[{self.coap_host}]" if ":" in self.coap_host else self.coap_host
+        return f"coaps://{host}:{self.bootstrap_dtls_port}"
 
     @property
     def effective_http_base_url(self) -> str:

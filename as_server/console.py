@@ -85,6 +85,7 @@ __all__ = [
     "Page",
     "Session",
     "SessionCodec",
+    "contact_text",
     "matches_sites",
 ]
 
@@ -248,6 +249,23 @@ def scope_text(scope: bytes | str | None) -> str:
         return format_scope(grant_scope(scope))
     except WireFormatError:
         return "(unreadable)"
+
+
+def contact_text(t: int | None, now: int) -> str:
+    """A lock's last contact for people: ``never``, or how long ago (``5 min ago``).
+
+    >>> contact_text(None, 100), contact_text(100, 130), contact_text(0, 7200)
+    ('never', '30 s ago', '2 h ago')
+    """
+    if t is None:
+        return "never"
+    seconds = now - t
+    if seconds < 0:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
 
 
 def iso(t: int | None) -> str:
@@ -509,6 +527,12 @@ class ConsoleService:
     def locks(self, who: ConsoleUser, number: int) -> Page:
         """:meth:`list_locks`, paginated."""
         return _paginate(lambda limit: self.list_locks(who)[:limit], number)
+
+    def last_contacts(self, locks: Iterable[ResourceServer]) -> dict[str, int]:
+        """When each of ``locks`` last contacted the AS (its LwM2M Register or Update at ``/rd``, issue #7); locks
+        without a registration are left out."""
+        wanted = {rs.audience for rs in locks}
+        return {r.audience: r.last_contact for r in self.storage.list_registrations() if r.audience in wanted}
 
     def register_lock(self, who: ConsoleUser, form: Mapping[str, str], *, now: int) -> tuple[ResourceServer, str]:
         """Register a lock (OSCORE profile, AIF scopes, AES-CCM-16-64-128 Encrypt0 tokens, the smallest free kid);

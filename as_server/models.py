@@ -25,6 +25,9 @@ __all__ = [
     "GrantStatus",
     "Group",
     "IssuedToken",
+    "MAX_OBJECT_LINKS",
+    "Lwm2mRegistration",
+    "OperationalKey",
     "PopKeyType",
     "RefreshToken",
     "RefreshTokenStatus",
@@ -36,6 +39,7 @@ __all__ = [
     "User",
     "UserRole",
     "grant_rule_id",
+    "operational_cose_key",
 ]
 
 #: Prefix of the policy rule ids under which grants take part in decisions (``"grant#" + grant id``). ``#`` is not
@@ -436,3 +440,86 @@ class RefreshToken:
     family_expires_at: int
     status: RefreshTokenStatus = RefreshTokenStatus.ACTIVE
     used_at: int | None = None
+
+
+# -- operational keys and LwM2M registrations of bootstrapped locks (issue #7, docs/bootstrap-design.md) ----------
+
+#: Longest CoRE Link Format object list of a registration (characters) the AS keeps (RFC 6690; LwM2M Register).
+MAX_OBJECT_LINKS = 2048
+
+
+def operational_cose_key(key: bytes) -> CoseKey:
+    """The AS<->lock token key (:attr:`ResourceServer.shared_key`) made from an operational key's 16 bytes.
+
+    AES-CCM-16-64-128 (RFC 9053 §4.2) and no ``kid``: the lock learns only the raw key (LwM2M Security object
+    resource 5), so tokens carry no key id and the lock tries its ``current`` then its ``next`` key
+    (docs/bootstrap-design.md, "The lock").
+    """
+    return CoseKey.symmetric(key, alg=CoseAlgorithm.AES_CCM_16_64_128)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationalKey:
+    """One generation of a lock's operational key (issue #7; docs/bootstrap-design.md, "Operational keys at the
+    AS"): the AS<->lock token key and the lock's DTLS PSK to the AS, with its lifecycle.
+
+    ``key`` is ``None`` once the key material is erased (retired or revoked). The PSK identity
+    (:attr:`identity`) is ``"{audience}#{generation}"``; neither it nor the key appears in ``repr``.
+    """
+
+    audience: str
+    generation: int
+    key: bytes | None = field(default=None, repr=False)
+    created_at: int
+    #: When a bootstrap first delivered it (Bootstrap-Finish answered, or the pack sent); ``None`` before.
+    delivered_at: int | None = None
+    #: From when the AS refuses it and erases it; ``None``: not retiring.
+    retire_at: int | None = None
+
+    @property
+    def identity(self) -> bytes:
+        """The PSK identity of this generation (LwM2M Security object resource 3): UTF-8 ``audience#generation``."""
+        return f"{self.audience}#{self.generation}".encode()
+
+    def usable(self, now: int) -> bool:
+        """Whether the key material exists and is not retired at ``now``."""
+        return self.key is not None and (self.retire_at is None or self.retire_at > now)
+
+    def cose_key(self) -> CoseKey:
+        """This generation as the RS's token key (:func:`operational_cose_key`). :raises ValueError: erased."""
+        if self.key is None:
+            raise ValueError(f"generation {self.generation} of {self.audience!r} is erased")
+        return operational_cose_key(self.key)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lwm2mRegistration:
+    """A lock's live LwM2M registration at the AS's ``/rd`` (OMA LwM2M Core §6.2.1 Register / Update): one per
+    lock (a new Register replaces the old). Nothing in it is secret.
+
+    :param location: the random id of ``Location-Path: rd/{location}`` (8 hex digits).
+    :param source: the peer address the last Register or Update came from, as text.
+    :param object_links: the CoRE Link Format payload (RFC 6690), at most :data:`MAX_OBJECT_LINKS` characters.
+    """
+
+    location: str
+    audience: str
+    endpoint: str
+    lifetime: int
+    binding: str = "U"
+    lwm2m_version: str = "1.1"
+    object_links: str = ""
+    source: str = ""
+    registered_at: int
+    last_contact: int
+
+    def __post_init__(self) -> None:
+        if len(self.object_links) > MAX_OBJECT_LINKS:
+            raise ValueError(f"object links longer than {MAX_OBJECT_LINKS} characters")
+        if self.lifetime < 0:
+            raise ValueError("lifetime must not be negative")
+
+    @property
+    def expires_at(self) -> int:
+        """When the registration lapses without an Update (last contact + lifetime)."""
+        return self.last_contact + self.lifetime

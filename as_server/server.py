@@ -28,8 +28,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from as_server.app import AuthorizationServer, coap_base_url
 from as_server.config import Settings
@@ -130,6 +130,11 @@ async def _run(server: AuthorizationServer) -> int:
     context = await start_coap(server, settings.coap_host, settings.coap_port, executor=executor)
     log.info("CoAP endpoints on %s/token and %s/introspect", coap_base_url(settings), coap_base_url(settings))
     try:
+        bootstrap = await _start_bootstrap(server, executor)
+    except BaseException:
+        await context.shutdown()
+        raise
+    try:
         child = await asyncio.create_subprocess_exec(
             *gunicorn_command(settings),
             env=child_environment(settings),
@@ -138,6 +143,7 @@ async def _run(server: AuthorizationServer) -> int:
         )
     except BaseException:
         await context.shutdown()
+        await bootstrap.close()
         raise
     base = f"http://{_host_port(settings.http_host, settings.http_port)}"
     log.info("HTTP endpoints on %s/token and %s/introspect (gunicorn pid %d)", base, base, child.pid)
@@ -162,11 +168,55 @@ async def _run(server: AuthorizationServer) -> int:
                 child.kill()
             await exited
     stopped.cancel()
+    await bootstrap.close()
     await context.shutdown()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
     log.info("stopped")
     return status
+
+
+class _Bootstrap:
+    """The bootstrap server of ``ostiary as serve`` (issue #7), or nothing when it is turned off."""
+
+    def __init__(self, transport: Any = None, close_service: Callable[[], None] | None = None) -> None:
+        self._transport = transport
+        self._close_service = close_service
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            await self._transport.close()
+        if self._close_service is not None:
+            self._close_service()
+        self._transport = self._close_service = None
+
+
+async def _start_bootstrap(server: AuthorizationServer, executor: concurrent.futures.Executor) -> _Bootstrap:
+    settings = server.settings
+    if not settings.bootstrap_dtls_port and not settings.bootstrap_plain_port:
+        return _Bootstrap()
+    from as_server.bootstrap.server import open_bootstrap_service
+    from as_server.transport.bootstrap_coap import BootstrapCoapServer
+
+    service, close_service = await asyncio.get_running_loop().run_in_executor(executor, open_bootstrap_service, server)
+    try:
+        transport = await BootstrapCoapServer.start(
+            service,
+            host=settings.coap_host,
+            dtls_port=settings.bootstrap_dtls_port or None,
+            plain_port=settings.bootstrap_plain_port or None,
+            executor=executor,
+        )
+    except BaseException:
+        close_service()
+        raise
+    if transport.dtls_port is not None:
+        log.info(
+            "bootstrap server on coaps://%s:%d/bs and /bspack, LwM2M registrations at /rd",
+            _host_port(settings.coap_host, transport.dtls_port).rsplit(":", 1)[0],
+            transport.dtls_port,
+        )
+    return _Bootstrap(transport, close_service)
 
 
 def configure_logging(level: str) -> None:

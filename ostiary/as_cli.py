@@ -1,7 +1,8 @@
 """``ostiary as ...``: run and administer an authorization server deployment (``OSTIARY_HOME``).
 
 Commands: ``init``, ``upgrade``, ``serve``, ``client add|list|show|disable|enable|rotate-secret``,
-``rs add|list|show``, ``token list|show`` and ``keys rotate`` (``keys generate|show`` live in :mod:`ostiary.cli`).
+``rs add|list|show|rotate-key|revoke|keys``, ``token list|show`` and ``keys rotate`` (``keys generate|show`` live
+in :mod:`ostiary.cli`).
 Every command takes ``--home DIR`` (before or after the command name); without it ``OSTIARY_HOME`` or the default
 home is used (:func:`as_server.config.default_home`).
 
@@ -418,6 +419,57 @@ def _add_rs_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser
     )
     p.add_argument("audience", metavar="AUDIENCE")
     p.set_defaults(handler=_cmd_rs_show)
+
+    # Operational keys of bootstrapped locks (issue #7, docs/bootstrap-design.md).
+    p = _command(
+        sub,
+        "rotate-key",
+        help="give a bootstrapped lock a new operational key",
+        description="Create a new generation of a bootstrapped lock's operational key (the AS<->lock token key,\n"
+        "which is also the lock's DTLS PSK to the AS, identity LOCK#GENERATION). Nothing changes at once:\n"
+        "the lock fetches the new key at its next periodic pull (or bootstrap); when it has it, the AS\n"
+        "issues tokens with it and retires the previous generation after the overlap (by default the\n"
+        "lock's longest token lifetime, so tokens made with the old key expire first). A revoked lock gets\n"
+        "new keys only by bootstrapping again.",
+        example="  ostiary as rs rotate-key L1-00000042",
+        parents=parents,
+    )
+    p.add_argument("audience", metavar="LOCK", help="the lock's audience (its serial number)")
+    p.set_defaults(handler=_cmd_rs_rotate_key)
+
+    p = _command(
+        sub,
+        "revoke",
+        help="revoke a lock: erase its keys, disable it, revoke its tokens",
+        description="Revoke a lock's operational credentials at once: every key generation is retired and its\n"
+        "key material erased (the AS refuses its DTLS identities), the resource server is disabled and its\n"
+        "unexpired tokens are revoked (introspection answers active: false). A lock that bootstraps again\n"
+        "gets a new key and is enabled again -- unless --decommission also takes the device out of service\n"
+        "for good in $OSTIARY_HOME/devices.db (its bootstrap identity is then refused). Audited.",
+        example="  ostiary as rs revoke L1-00000042\n  ostiary as rs revoke L1-00000042 --decommission",
+        parents=parents,
+    )
+    p.add_argument("audience", metavar="LOCK", help="the lock's audience (its serial number)")
+    p.add_argument(
+        "--decommission",
+        action="store_true",
+        help="also refuse the device's bootstrap identity from now on (permanent)",
+    )
+    p.set_defaults(handler=_cmd_rs_revoke)
+
+    p = _command(
+        sub,
+        "keys",
+        help="list a lock's operational key generations (never the keys)",
+        description="List the generations of a lock's operational key, oldest first: when each was created,\n"
+        "delivered by a bootstrap and retires, and its state: 'current' (tokens are made with it),\n"
+        "'pending' (created, not yet fetched by the lock), 'retiring' (still accepted until it retires),\n"
+        "'delivered', or 'erased' (retired or revoked; its key material is gone). Key bytes are never shown.",
+        example="  ostiary as rs keys L1-00000042",
+        parents=parents,
+    )
+    p.add_argument("audience", metavar="LOCK", help="the lock's audience (its serial number)")
+    p.set_defaults(handler=_cmd_rs_keys)
 
 
 def _add_token_commands(as_commands: Any, parents: Sequence[argparse.ArgumentParser], help_handler: Any) -> None:
@@ -950,6 +1002,7 @@ def _expiry_text(rs: Any) -> str:
 def _cmd_rs_list(args: argparse.Namespace) -> int:
     with _storage(_settings(args)) as storage:
         servers = storage.list_resource_servers()
+        contacts = {r.audience: r.last_contact for r in storage.list_registrations()}
     rows = [
         [
             rs.audience,
@@ -959,21 +1012,39 @@ def _cmd_rs_list(args: argparse.Namespace) -> int:
             str(rs.token_form),
             str(rs.max_lifetime),
             "-" if rs.shared_key is None or rs.shared_key.kid is None else rs.shared_key.kid.hex(),
+            _contact_cell(contacts.get(rs.audience)),
             "compact" if rs.compact_claims else "full",
             "exp" if rs.has_clock else "exi",
         ]
         for rs in servers
     ]
-    _table(["AUDIENCE", "ENABLED", "PROFILES", "SCOPES", "TOKEN_FORM", "MAX_LIFETIME", "KID", "CLAIMS", "EXPIRY"], rows)
+    # LAST_CONTACT: the lock's last LwM2M Register or Update (issue #7); one word, so columns split on spaces.
+    header = ["AUDIENCE", "ENABLED", "PROFILES", "SCOPES", "TOKEN_FORM", "MAX_LIFETIME", "KID", "LAST_CONTACT"]
+    _table([*header, "CLAIMS", "EXPIRY"], rows)
     return 0
 
 
 def _cmd_rs_show(args: argparse.Namespace) -> int:
     with _storage(_settings(args)) as storage:
         rs = storage.get_resource_server(args.audience)
+        registration = storage.registration_of(args.audience)
+        keys = storage.operational_keys(args.audience)
     if rs is None:
         raise CommandError(f"no resource server {args.audience!r}")
     shared = rs.shared_key
+    extra: list[tuple[str, str]] = []
+    if keys:
+        extra.append(("key generations", f"{len(keys)} (newest {keys[-1].generation}; 'rs keys' lists them)"))
+    if registration is not None:
+        extra += [
+            ("last contact", _contact_text(registration.last_contact, _now())),
+            (
+                "registration",
+                f"rd/{registration.location} endpoint {registration.endpoint} from {registration.source or '-'}, "
+                f"lifetime {registration.lifetime} s, binding {registration.binding}, "
+                f"LwM2M {registration.lwm2m_version}, since {_when(registration.registered_at)}",
+            ),
+        ]
     _print_fields(
         [
             ("audience", rs.audience),
@@ -994,8 +1065,143 @@ def _cmd_rs_show(args: argparse.Namespace) -> int:
             ("expiry", _expiry_text(rs)),
             ("introspection", _hidden(rs.introspection_secret_hash, "secret hash")),
             ("created", _when(rs.created_at)),
+            *extra,
         ]
     )
+    return 0
+
+
+def _contact_cell(t: int | None) -> str:
+    """A last contact as one word: ``never`` or ``2025-08-05T12:00:00Z``."""
+    return "never" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _contact_text(t: int | None, now: int) -> str:
+    """A lock's last contact (LwM2M Register or Update): ``never``, or the time and how long ago."""
+    if t is None:
+        return "never"
+    return f"{_when(t)} ({_ago(now - t)})"
+
+
+def _ago(seconds: int) -> str:
+    if seconds < 0:
+        return "in the future"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _credentials(storage: Storage, settings: Settings) -> Any:
+    from as_server.bootstrap.operational import OperationalCredentials
+
+    return OperationalCredentials(
+        storage,
+        rotation_age=settings.key_rotation_age,
+        overlap=settings.key_overlap or None,
+        exi_upload_window=settings.exi_upload_window,
+    )
+
+
+def _cmd_rs_rotate_key(args: argparse.Namespace) -> int:
+    from as_server.bootstrap.operational import IdentityTooLong, LockRevoked, UnknownLock
+    from ostiary.admin_cli import actor
+
+    settings = _settings(args)
+    with _storage(settings) as storage:
+        try:
+            key = _credentials(storage, settings).rotate(args.audience, now=_now(), actor=actor())
+        except (UnknownLock, LockRevoked, IdentityTooLong) as exc:
+            raise CommandError(str(exc)) from None
+    print(f"created key generation {key.generation} of {args.audience} (identity {key.identity.decode()})")
+    print(
+        "the lock picks it up at its next pull or bootstrap; tokens switch to it once it has, and the previous "
+        "generation retires after the overlap"
+    )
+    return 0
+
+
+def _cmd_rs_revoke(args: argparse.Namespace) -> int:
+    from as_server.bootstrap.operational import UnknownLock
+    from ostiary.admin_cli import actor
+
+    settings = _settings(args)
+    now = _now()
+    with _storage(settings) as storage:
+        try:
+            revoked = _credentials(storage, settings).revoke(args.audience, now=now, actor=actor())
+        except UnknownLock as exc:
+            raise CommandError(str(exc)) from None
+    print(f"revoked {args.audience}: key material erased, resource server disabled, {revoked} tokens revoked")
+    if args.decommission:
+        print(_decommission(settings, args.audience, now))
+    else:
+        print("a bootstrap of the lock gives it a new key and enables it again (--decommission prevents that)")
+    return 0
+
+
+def _decommission(settings: Settings, serial: str, now: int) -> str:
+    """Decommission the device ``serial`` in ``$OSTIARY_HOME/devices.db``, if it is there; what happened."""
+    from as_server.bootstrap.device_db import DEVICE_DB_FILE, SqliteDeviceStore
+    from as_server.bootstrap.devices import UnknownDevice
+    from as_server.sealing import MasterKey, SealingError
+
+    path = settings.home / DEVICE_DB_FILE
+    if not path.exists():
+        return f"no device store at {path}: nothing to decommission"
+    try:
+        store = SqliteDeviceStore(path, MasterKey.load(settings.master_key_file))
+    except SealingError:
+        raise CommandError(f"{path} was created under another master key") from None
+    try:
+        record = store.decommission(serial, now=now)
+    except UnknownDevice:
+        return f"no device {serial} in {path}: nothing to decommission"
+    finally:
+        store.close()
+    return (
+        f"decommissioned device {serial} (since {_when(record.decommissioned_at)}): its bootstrap identity is refused"
+    )
+
+
+def _key_state(key: Any, current: int | None, now: int) -> str:
+    if key.key is None:
+        return "erased"
+    if key.retire_at is not None and key.retire_at <= now:
+        return "retired"
+    if key.generation == current:
+        return "current"
+    if key.retire_at is not None:
+        return "retiring"
+    if key.delivered_at is None:
+        return "pending"
+    return "delivered"
+
+
+def _cmd_rs_keys(args: argparse.Namespace) -> int:
+    with _storage(_settings(args)) as storage:
+        rs = storage.get_resource_server(args.audience)
+        keys = storage.operational_keys(args.audience)
+    if rs is None and not keys:
+        raise CommandError(f"no resource server {args.audience!r}")
+    if not keys:
+        print(f"{args.audience} has no operational keys (it was not bootstrapped; 'rs show' for its registration)")
+        return 0
+    now = _now()
+    token_key = None if rs is None or rs.shared_key is None else rs.shared_key.k
+    current = next((k.generation for k in reversed(keys) if k.key is not None and k.key == token_key), None)
+    rows = [
+        [
+            str(k.generation),
+            k.identity.decode(),
+            _when(k.created_at),
+            _when(k.delivered_at),
+            _when(k.retire_at),
+            _key_state(k, current, now),
+        ]
+        for k in keys
+    ]
+    _table(["GENERATION", "IDENTITY", "CREATED", "DELIVERED", "RETIRES", "STATE"], rows)
     return 0
 
 

@@ -298,7 +298,7 @@ def _batch_view(batch: BatchRecord) -> dict[str, Any]:
 
 
 def _site(value: str) -> str:
-    from as_server.bootstrap.identifiers import InvalidName, check_site
+    from ace_core.lwm2m.identifiers import InvalidName, check_site
 
     try:
         return check_site(value)
@@ -306,9 +306,15 @@ def _site(value: str) -> str:
         raise CliError(str(exc), status=2) from None
 
 
-def _default_bootstrap_uri(host: str) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"coaps://{shown}:{DEFAULT_BOOTSTRAP_PORT}"
+def _default_bootstrap_uri(settings: Settings) -> str:
+    """Where ``ostiary as serve`` runs the bootstrap server: its DTLS port, or the development plain-CoAP one when
+    only that is on."""
+    host = f"[{settings.coap_host}]" if ":" in settings.coap_host else settings.coap_host
+    if settings.bootstrap_dtls_port:
+        return f"coaps://{host}:{settings.bootstrap_dtls_port}"
+    if settings.bootstrap_plain_port:
+        return f"coap://{host}:{settings.bootstrap_plain_port}"
+    return f"coaps://{host}:{DEFAULT_BOOTSTRAP_PORT}"
 
 
 def _is_loopback(uri: str) -> bool:
@@ -354,7 +360,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from ostiary.progress import Progress
 
     settings = _settings(args)
-    uri = args.bootstrap_uri or _default_bootstrap_uri(settings.coap_host)
+    uri = args.bootstrap_uri or _default_bootstrap_uri(settings)
     try:
         spec = BatchSpec(
             count=args.count,
@@ -430,7 +436,7 @@ def _read_bundle(path: Path, serial: str | None) -> bytes:
 
 
 def _cmd_show_bundle(args: argparse.Namespace) -> int:
-    from as_server.bootstrap.bundle import BundleError, BundleKey, parse_key_file, peek_header
+    from ace_core.lwm2m.bundle import BundleError, BundleKey, parse_key_file, peek_header
 
     blob = _read_bundle(args.file, args.serial)
     try:
@@ -487,7 +493,7 @@ def _cmd_show_bundle(args: argparse.Namespace) -> int:
 
 
 def _enrolment_id(text: str) -> str:
-    from as_server.bootstrap.identifiers import EnrolmentIdError, parse_enrolment_id
+    from ace_core.lwm2m.identifiers import EnrolmentIdError, parse_enrolment_id
 
     try:
         return parse_enrolment_id(text)
@@ -515,8 +521,8 @@ def _cmd_claim(args: argparse.Namespace) -> int:
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
+    from ace_core.lwm2m.identifiers import InvalidName, parse_serial
     from as_server.bootstrap.devices import NotClaimed, UnknownDevice
-    from as_server.bootstrap.identifiers import InvalidName, parse_serial
 
     with _store(_settings(args)) as store:
         try:
@@ -534,15 +540,37 @@ def _cmd_release(args: argparse.Namespace) -> int:
             raise CliError(f"no device {serial}") from None
         except NotClaimed as exc:
             raise CliError(str(exc)) from None
+    revoked = _revoke_operational(_settings(args), record.serial)
     if args.json:
-        _print_json(_device_view(record))
+        _print_json({**_device_view(record), "tokens_revoked": revoked})
     else:
         site = before.site if before is not None else "?"
+        what = (
+            "it was never bootstrapped"
+            if revoked is None
+            else f"its operational keys are erased, its resource server disabled, {revoked} tokens revoked"
+        )
         print(
-            f"released {record.serial} from site {site}: unclaimed now; its operational credentials are revoked "
-            "(it gets new ones when it is claimed and bootstrapped again)"
+            f"released {record.serial} from site {site}: unclaimed now; {what} "
+            "(it gets new credentials when it is claimed and bootstrapped again)"
         )
     return 0
+
+
+def _revoke_operational(settings: Settings, serial: str) -> int | None:
+    """Revoke the released lock's operational credentials at the AS (design: "Revocation"): the number of tokens
+    revoked, or ``None`` when the lock was never bootstrapped (no resource server of that name)."""
+    from as_server.bootstrap.operational import UnknownLock
+    from ostiary.admin_cli import actor
+    from ostiary.as_cli import _credentials, _storage
+
+    if not settings.database_url and not (settings.home / "ostiary.db").exists():
+        return None  # a factory-only home (no AS here): nothing was ever bootstrapped against it
+    with _storage(settings) as storage:
+        try:
+            return int(_credentials(storage, settings).revoke(serial, now=_now(), actor=actor()))
+        except UnknownLock:
+            return None
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@
 * ``ostiary lock init-config --audience A --as-uri URI --issuer ISS --key HEX [--out FILE]`` writes a TOML
   configuration (format: :mod:`resource_server.config`), mode 0600 because it holds the AS<->RS key.
 * ``ostiary lock serve --config FILE`` runs :mod:`resource_server.examples.door_lock` until SIGTERM/SIGINT.
+* ``ostiary lock serve --bootstrap BUNDLE --bundle-key KEYFILE [--serial S] [--state-dir DIR]`` runs it with
+  credentials from the bootstrap server (issue #7): bootstrap first when ``DIR`` holds none, then register at the
+  AS, pull rotations every ``--pull-interval`` seconds, de-register at SIGTERM.
 
 The resource-server modules are imported inside the handlers, so building the parser needs neither them nor
 aiocoap.
@@ -35,7 +38,35 @@ def add_lock_commands(group: argparse.ArgumentParser) -> None:
         "audit_granted = true under [rs] in the config. SIGTERM or SIGINT stops it cleanly (exit status 0).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--config", type=Path, required=True, metavar="FILE", help="the lock's TOML configuration")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, metavar="FILE", help="the lock's TOML configuration")
+    source.add_argument(
+        "--bootstrap",
+        type=Path,
+        metavar="BUNDLE",
+        help="get credentials from the bootstrap server: the device's sealed bundle (a .bundle file, or a batch's "
+        "bundles.zip or directory with --serial)",
+    )
+    serve.add_argument("--serial", metavar="SERIAL", help="the device, when BUNDLE is an archive or batch directory")
+    serve.add_argument("--bundle-key", type=Path, metavar="KEYFILE", help="the batch's bundle key file")
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where the credentials (credentials.cbor) and tokens (lock.state) are kept (default: .)",
+    )
+    serve.add_argument(
+        "--bootstrap-method",
+        choices=["pack", "classic"],
+        default="pack",
+        help="pack: Bootstrap-Pack-Request, classic on 4.04 (default); classic: POST /bs",
+    )
+    serve.add_argument(
+        "--pull-interval", type=float, default=3600.0, metavar="S", help="seconds between pulls (default: 3600)"
+    )
+    serve.add_argument("--issuer", help="the AS's iss (default: coap://AS-HOST/token, the AS's default form)")
+    serve.add_argument("--as-uri", help="the AS token endpoint for creation hints (default: coap://AS-HOST:5683/token)")
     serve.add_argument("--host", help="listen address (overrides [listen] host)")
     serve.add_argument("--port", type=int, help="UDP port (overrides [listen] port)")
     serve.add_argument(
@@ -128,8 +159,86 @@ def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
         raise
 
 
+def _open_bundle(path: Path, serial: str | None, key_file: Path | None) -> Any:
+    """The device's :class:`DeviceBundle`: a single sealed bundle, or ``SERIAL.bundle`` of a batch's
+    ``bundles.zip`` (or its directory), opened with the batch key (as ``ostiary factory show-bundle``)."""
+    from ace_core.lwm2m.bundle import BundleError, BundleKey, parse_key_file
+    from as_server.bootstrap.archive import ArchiveError, read_member
+
+    if key_file is None:
+        raise CliError("--bootstrap needs the batch's key file: --bundle-key KEYFILE", status=2)
+    archive = path / "bundles.zip" if path.is_dir() else path
+    try:
+        if archive.suffix == ".zip":
+            if serial is None:
+                raise CliError(f"{archive} is a batch archive: say which device with --serial SERIAL", status=2)
+            blob = read_member(archive, f"{serial}.bundle")
+        else:
+            blob = archive.read_bytes()
+        key = BundleKey(parse_key_file(key_file.read_text(encoding="utf-8")))
+        bundle = key.open(blob)
+    except OSError as exc:
+        raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except (ArchiveError, BundleError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot open the bundle: {exc}") from None
+    if serial is not None and bundle.serial != serial:
+        raise CliError(f"the bundle is for {bundle.serial}, not {serial}")
+    return bundle
+
+
+def _serve_bootstrapped(args: argparse.Namespace) -> int:
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from resource_server.bootstrap_client import BootstrapError
+    from resource_server.credentials import CredentialKeeper, CredentialsError, CredentialStore
+    from resource_server.examples import door_lock
+    from resource_server.transport.lwm2m_client import BootstrapClient
+
+    bundle = _open_bundle(args.bootstrap, args.serial, args.bundle_key)
+    state_dir: Path = args.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keeper = CredentialKeeper(CredentialStore(state_dir / "credentials.cbor"))
+    except OSError as exc:
+        raise CliError(f"cannot use {state_dir}: {exc.strerror}") from None
+    except CredentialsError as exc:
+        raise CliError(str(exc)) from None
+    as_host = urlsplit(bundle.bootstrap_uri).hostname or "127.0.0.1"
+    if keeper.credentials is not None:
+        as_host = urlsplit(keeper.credentials.server_uri).hostname or as_host
+    host_part = f"[{as_host}]" if ":" in as_host else as_host
+    client = BootstrapClient(bundle, keeper)
+    try:
+        return asyncio.run(
+            door_lock.run_bootstrapped(
+                client,
+                issuer=args.issuer or f"coap://{host_part}/token",
+                as_uri=args.as_uri or f"coap://{host_part}:5683/token",
+                host=args.host or "127.0.0.1",
+                port=args.port if args.port is not None else 5683,
+                state_file=state_dir / "lock.state",
+                method=args.bootstrap_method,
+                pull_interval=args.pull_interval,
+            )
+        )
+    except BootstrapError as exc:
+        raise CliError(f"bootstrap failed (nothing stored): {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot serve: {exc.strerror or exc}") from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
+
+    if args.bootstrap is not None:
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+            datefmt="%Y-%m-%d %H:%M:%S %z",
+            stream=sys.stderr,
+        )
+        return _serve_bootstrapped(args)
 
     from resource_server.config import ConfigError, load_config
     from resource_server.examples import door_lock

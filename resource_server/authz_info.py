@@ -65,6 +65,7 @@ from ace_core.errors import (
     TokenRejected,
     WireFormatError,
 )
+from ace_core.keys import CoseKey
 from ace_core.messages import AuthzInfoRequest
 from ace_core.oscore import AEAD_PARAMETERS, DEFAULT_AEAD, OscoreContextParameters, Role, context_parameters
 from ace_core.pop import Confirmation, OscoreMaterial
@@ -158,6 +159,9 @@ class AuthzInfo:
     :param store: where accepted tokens go.
     :param cnonces: the cnonce state when the lock uses cnonces (RFC 9200 §5.3.1), else ``None``.
     :param rng: random bytes for ``nonce2`` (injectable for tests).
+    :param on_verified_key: called with the AS key that opened each token's outer COSE layer, once the token's
+        protection, ``iss`` and expiry are checked (before ``aud`` and ``scope``): a bootstrapped lock promotes its
+        ``next`` key slot when a token arrives under it (:mod:`resource_server.credentials`). ``None``: no call.
     """
 
     def __init__(
@@ -167,11 +171,13 @@ class AuthzInfo:
         *,
         cnonces: CnonceManager | None = None,
         rng: Callable[[int], bytes] = secrets.token_bytes,
+        on_verified_key: Callable[[CoseKey], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.cnonces = cnonces
         self._rng = rng
+        self.on_verified_key = on_verified_key
         self.limiter = RateLimiter(limit=config.rate_limit, window=config.rate_window)
         # The configuration's own str objects, so that stored tokens share them instead of each keeping the
         # decoded ``aud`` string; and the rights of the scopes seen, shared by tokens granting the same.
@@ -293,6 +299,8 @@ class AuthzInfo:
             require_expiry=True,
             max_size=config.max_token_size,
         )
+        if self.on_verified_key is not None:
+            self.on_verified_key(verified.keys[0])
         claims = verified.claims
         pop_id = _pop_id(claims.cnf)
         held = self.store.get(pop_id) if pop_id is not None else None

@@ -44,18 +44,18 @@ DEBUG.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ace_core import cose
 from ace_core.errors import WireFormatError
 from ace_core.keys import CoseKey, b64url_decode
 from ace_core.scope import AifScope
 
-__all__ = ["ConfigError", "LockConfig", "RsConfig", "ScopeFormat", "load_config", "parse_key"]
+__all__ = ["ConfigError", "KeySource", "LockConfig", "RsConfig", "ScopeFormat", "load_config", "parse_key"]
 
 DEFAULT_COAP_PORT = 5683
 
@@ -71,6 +71,21 @@ class ScopeFormat(StrEnum):
     TEXT = "text"
 
 
+class KeySource(Protocol):
+    """The RS's keys for its AS: a :class:`~ace_core.cose.KeyResolver` that can list them. A fixed
+    :class:`~ace_core.cose.KeySet` (from the configuration file) or the key slots of a bootstrapped lock
+    (:class:`resource_server.credentials.SlotKeys`, which change when the AS rotates the key)."""
+
+    @property
+    def keys(self) -> Sequence[CoseKey]:
+        """The keys, in the order they are tried."""
+        ...
+
+    def resolve(self, kid: bytes | None, alg: int) -> Iterable[CoseKey]:
+        """Candidate keys for a COSE object with this ``kid`` and algorithm."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RsConfig:
     """Everything the sans-IO resource server needs (RFC 9200 §5.10, RFC 9203 §4).
@@ -79,7 +94,7 @@ class RsConfig:
         sent in AS Request Creation Hints.
     :param issuer: the AS's ``iss``; tokens naming another issuer get 4.01.
     :param as_uri: the AS token endpoint, sent in the hints (RFC 9200 §5.3).
-    :param keys: the AS<->RS shared key(s) and/or the AS's public key(s).
+    :param keys: the AS<->RS shared key(s) and/or the AS's public key(s) (:class:`KeySource`).
     :param scope_format: AIF (default) or text scopes; ``scope_map`` gives text names their AIF rights.
     :param has_clock: whether the lock has a wall clock; without one only ``exi`` tokens are accepted.
     :param leeway: seconds of skew tolerated on ``exp``/``nbf``.
@@ -97,7 +112,7 @@ class RsConfig:
     audiences: tuple[str, ...]
     issuer: str
     as_uri: str
-    keys: cose.KeySet
+    keys: KeySource
     scope_format: ScopeFormat = ScopeFormat.AIF
     scope_map: Mapping[str, AifScope] = field(default_factory=dict)
     has_clock: bool = True

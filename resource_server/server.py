@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
+from ace_core.keys import CoseKey
 from ace_core.scope import MethodLike
 from resource_server.authz_info import AuthzInfo, AuthzInfoResult, RestoreReport
 from resource_server.clock import Clock, SystemClock
@@ -36,6 +37,7 @@ class ResourceServer:
     :param config: the configuration.
     :param clock: wall clock and uptime; default: the host's (no wall clock if ``config.has_clock`` is false).
     :param rng: random bytes for nonces (injectable for tests).
+    :param on_verified_key: see :class:`~resource_server.authz_info.AuthzInfo` (key-slot promotion).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class ResourceServer:
         *,
         clock: Clock | None = None,
         rng: Callable[[int], bytes] = secrets.token_bytes,
+        on_verified_key: Callable[[CoseKey], None] | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock(config.has_clock)
@@ -51,7 +54,7 @@ class ResourceServer:
             max_tokens=config.max_tokens, path=config.state_file, sequence_chunk=config.sequence_chunk
         )
         self.cnonces = CnonceManager(lifetime=config.cnonce_lifetime, rng=rng) if config.use_cnonce else None
-        self.authz_info = AuthzInfo(config, self.store, cnonces=self.cnonces, rng=rng)
+        self.authz_info = AuthzInfo(config, self.store, cnonces=self.cnonces, rng=rng, on_verified_key=on_verified_key)
         self.guard = Guard(config, cnonces=self.cnonces)
 
     def now(self) -> float | None:

@@ -9,7 +9,7 @@ what the bootstrap server will read.
   is sealed under the deployment's :class:`~as_server.sealing.MasterKey` (AES-256-GCM), with associated data naming
   table, column and primary key (the format of :func:`as_server.storage.sqlalchemy.rows.aad`), so a blob copied
   into another row does not open. Enrolment ids are kept only as their digest
-  (:func:`~as_server.bootstrap.identifiers.enrolment_digest`). PSK uniqueness is enforced on a keyed BLAKE2b
+  (:func:`~ace_core.lwm2m.identifiers.enrolment_digest`). PSK uniqueness is enforced on a keyed BLAKE2b
   fingerprint (BLAKE2 as a MAC, RFC 7693 §2.5) under a random key that is itself sealed in the ``meta`` table, so
   the index reveals nothing about the PSKs. The file is created mode 0600.
 * **Writes** run in ``BEGIN IMMEDIATE`` transactions (SQLite's single writer lock, taken up front), so a claim's
@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from ace_core.lwm2m.identifiers import enrolment_digest
 from as_server.bootstrap.devices import (
     DEVICE_FIELDS,
     AlreadyClaimed,
@@ -51,14 +52,14 @@ from as_server.bootstrap.devices import (
     decide_bootstrap_target,
     find_conflicts,
 )
-from as_server.bootstrap.identifiers import enrolment_digest
 from as_server.sealing import MasterKey
 
 __all__ = ["DEVICE_DB_FILE", "SCHEMA_VERSION", "SqliteDeviceStore"]
 
 #: The file name in ``OSTIARY_HOME``.
 DEVICE_DB_FILE: Final = "devices.db"
-SCHEMA_VERSION: Final = 1
+#: Version 2 (issue #7) adds ``devices.decommissioned_at``; a version 1 file is upgraded when opened.
+SCHEMA_VERSION: Final = 2
 _FINGERPRINT_KEY = "psk_fingerprint_key"
 _IN_CHUNK = 500  # values per "IN (...)" query, well under SQLite's variable limit
 
@@ -94,14 +95,15 @@ CREATE TABLE IF NOT EXISTS devices (
     assignment TEXT NOT NULL CHECK (assignment IN ('unclaimed', 'factory', 'claimed')),
     assigned_at INTEGER,
     released_at INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    decommissioned_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS devices_site ON devices (site);
 """
 
 _RECORD_COLUMNS = (
     "d.serial, d.model, d.endpoint, d.psk_identity, d.batch_id, d.created_at, d.site, d.assignment, "
-    "d.assigned_at, d.released_at, d.revoked_at"
+    "d.assigned_at, d.released_at, d.revoked_at, d.decommissioned_at"
 )
 _INSERT = (
     "INSERT INTO devices (serial, model, endpoint, psk_identity, psk, psk_fingerprint, enrolment_digest, batch_id, "
@@ -136,6 +138,7 @@ def _record(row: Sequence[Any]) -> DeviceRecord:
         assigned_at=row[8],
         released_at=row[9],
         revoked_at=row[10],
+        decommissioned_at=row[11],
     )
 
 
@@ -213,6 +216,13 @@ class SqliteDeviceStore:
                 if statement.strip():
                     c.execute(statement)
             row = c.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+            if row is not None and str(row[0]) == "1":
+                # Version 1 -> 2 (issue #7): CREATE TABLE IF NOT EXISTS kept the old devices table; add the column.
+                columns = {info[1] for info in c.execute("PRAGMA table_info(devices)")}
+                if "decommissioned_at" not in columns:
+                    c.execute("ALTER TABLE devices ADD COLUMN decommissioned_at INTEGER")
+                c.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),))
+                row = (str(SCHEMA_VERSION),)
             if row is None:
                 c.execute("INSERT INTO meta (name, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif str(row[0]) != str(SCHEMA_VERSION):
@@ -255,7 +265,7 @@ class SqliteDeviceStore:
     def bootstrap_psk(self, psk_identity: bytes) -> bytes | None:
         rows = self._query(
             "SELECT d.serial, d.psk FROM devices d JOIN batches b ON b.batch_id = d.batch_id "
-            "WHERE d.psk_identity = ? AND b.complete",
+            "WHERE d.psk_identity = ? AND b.complete AND d.decommissioned_at IS NULL",
             (psk_identity,),
         )
         if not rows:
@@ -426,7 +436,7 @@ class SqliteDeviceStore:
     def claim(self, enrolment_id: str, site: str, *, now: int) -> DeviceRecord:
         with self._write() as c:
             record = self._visible(c, "d.enrolment_digest", enrolment_digest(enrolment_id))
-            if record is None:
+            if record is None or record.decommissioned_at is not None:
                 raise UnknownDevice("no device has this enrolment id")
             if record.site is not None:
                 raise AlreadyClaimed(f"device {record.serial} is already claimed")
@@ -453,3 +463,24 @@ class SqliteDeviceStore:
             released = self._visible(c, "d.serial", serial)
         assert released is not None
         return released
+
+    def mark_provisioned(self, serial: str, *, now: int) -> DeviceRecord:
+        with self._write() as c:
+            if c.execute("UPDATE devices SET revoked_at = NULL WHERE serial = ?", (serial,)).rowcount != 1:
+                raise UnknownDevice(f"no device {serial}")
+            row = c.execute(f"SELECT {_RECORD_COLUMNS} FROM devices d WHERE d.serial = ?", (serial,)).fetchone()
+        return _record(row)
+
+    def decommission(self, serial: str, *, now: int) -> DeviceRecord:
+        with self._write() as c:
+            changed = c.execute(
+                # Both expressions see the row as it was: only the first decommission sets revoked_at.
+                "UPDATE devices SET decommissioned_at = COALESCE(decommissioned_at, ?), "
+                "revoked_at = CASE WHEN decommissioned_at IS NULL THEN COALESCE(revoked_at, ?) ELSE revoked_at END "
+                "WHERE serial = ?",
+                (now, now, serial),
+            ).rowcount
+            if changed != 1:
+                raise UnknownDevice(f"no device {serial}")
+            row = c.execute(f"SELECT {_RECORD_COLUMNS} FROM devices d WHERE d.serial = ?", (serial,)).fetchone()
+        return _record(row)

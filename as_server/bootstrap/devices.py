@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final, Protocol
 
-from as_server.bootstrap.identifiers import enrolment_digest
+from ace_core.lwm2m.identifiers import enrolment_digest
 
 __all__ = [
     "DEVICE_FIELDS",
@@ -81,6 +81,9 @@ class BootstrapRefusal(Enum):
     IDENTITY_MISMATCH = "the endpoint name belongs to another device than the PSK identity"
     BATCH_INCOMPLETE = "the device's factory batch did not complete"
     UNCLAIMED = "the device is not assigned to a site (claim it with its enrolment id)"
+    #: Permanently out of service (``ostiary as rs revoke --decommission``, issue #7): its bootstrap identity is
+    #: refused.
+    DECOMMISSIONED = "the device is decommissioned"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +98,7 @@ class FactoryDevice:
     endpoint: str
     psk_identity: bytes
     psk: bytes = field(repr=False)
-    #: Canonical form (:func:`~as_server.bootstrap.identifiers.parse_enrolment_id`).
+    #: Canonical form (:func:`~ace_core.lwm2m.identifiers.parse_enrolment_id`).
     enrolment_id: str = field(repr=False)
     batch_id: str
     #: The site it is pre-assigned to, or ``None`` (unclaimed).
@@ -119,8 +122,10 @@ class DeviceRecord:
     #: When it was last released.
     released_at: int | None = None
     #: When its operational credentials were last revoked (by a release); the bootstrap server issues new ones
-    #: before the device serves again, and clears this when it does.
+    #: before the device serves again, and clears this when it does (:meth:`EditableDeviceStore.mark_provisioned`).
     revoked_at: int | None = None
+    #: When it was decommissioned (permanent: its bootstrap PSK is refused from then on).
+    decommissioned_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +234,14 @@ class DeviceStore(Protocol):
         """The AES-256-GCM key the batch's bundles are sealed under (:mod:`.bundle`)."""
         ...
 
+    def mark_provisioned(self, serial: str, *, now: int) -> DeviceRecord:
+        """A bootstrap of the device succeeded (issue #7): its new operational credentials replace the revoked
+        ones, so ``revoked_at`` is cleared. The one write the bootstrap server makes here.
+
+        :raises UnknownDevice: no device has this serial number.
+        """
+        ...
+
 
 class EditableDeviceStore(DeviceStore, Protocol):
     """What the factory and the operators change."""
@@ -277,16 +290,28 @@ class EditableDeviceStore(DeviceStore, Protocol):
         """
         ...
 
+    def decommission(self, serial: str, *, now: int) -> DeviceRecord:
+        """Take the device out of service for good (``decommissioned_at = now``, and ``revoked_at`` if unset):
+        :meth:`DeviceStore.bootstrap_psk` no longer knows its identity and :meth:`DeviceStore.bootstrap_target`
+        answers :attr:`BootstrapRefusal.DECOMMISSIONED`; it cannot be claimed. Idempotent (the first time stays).
+
+        :raises UnknownDevice: no device has this serial number.
+        """
+        ...
+
 
 def decide_bootstrap_target(
     record: DeviceRecord | None, *, batch_complete: bool, psk_identity: bytes | None
 ) -> str | BootstrapRefusal:
     """The rule every store's :meth:`~DeviceStore.bootstrap_target` applies, in this order: the endpoint must be
-    known, belong to the authenticated identity, come from a completed batch, and be assigned to a site."""
+    known, belong to the authenticated identity, not be decommissioned, come from a completed batch, and be assigned
+    to a site."""
     if record is None:
         return BootstrapRefusal.UNKNOWN_ENDPOINT
     if psk_identity is not None and psk_identity != record.psk_identity:
         return BootstrapRefusal.IDENTITY_MISMATCH
+    if record.decommissioned_at is not None:
+        return BootstrapRefusal.DECOMMISSIONED
     if not batch_complete:
         return BootstrapRefusal.BATCH_INCOMPLETE
     if record.site is None:
@@ -379,7 +404,9 @@ class MemoryDeviceStore:
     def bootstrap_psk(self, psk_identity: bytes) -> bytes | None:
         with self._lock:
             device = self._visible(self._by_identity.get(psk_identity))
-            return None if device is None else device.psk
+            if device is None or device.record.decommissioned_at is not None:
+                return None
+            return device.psk
 
     def bootstrap_target(self, endpoint: str, *, psk_identity: bytes | None = None) -> str | BootstrapRefusal:
         with self._lock:
@@ -501,7 +528,7 @@ class MemoryDeviceStore:
     def claim(self, enrolment_id: str, site: str, *, now: int) -> DeviceRecord:
         with self._lock:
             device = self._visible(self._by_enrolment.get(enrolment_digest(enrolment_id)))
-            if device is None:
+            if device is None or device.record.decommissioned_at is not None:
                 raise UnknownDevice("no device has this enrolment id")
             if device.record.site is not None:
                 raise AlreadyClaimed(f"device {device.record.serial} is already claimed")
@@ -525,4 +552,24 @@ class MemoryDeviceStore:
                 released_at=now,
                 revoked_at=now,
             )
+            return device.record
+
+    def mark_provisioned(self, serial: str, *, now: int) -> DeviceRecord:
+        with self._lock:
+            device = self._devices.get(serial)
+            if device is None:
+                raise UnknownDevice(f"no device {serial}")
+            device.record = dataclasses.replace(device.record, revoked_at=None)
+            return device.record
+
+    def decommission(self, serial: str, *, now: int) -> DeviceRecord:
+        with self._lock:
+            device = self._devices.get(serial)
+            if device is None:
+                raise UnknownDevice(f"no device {serial}")
+            record = device.record
+            if record.decommissioned_at is None:
+                device.record = dataclasses.replace(
+                    record, decommissioned_at=now, revoked_at=now if record.revoked_at is None else record.revoked_at
+                )
             return device.record

@@ -13,7 +13,7 @@ treated as possibly the bootstrap account and is never chosen, deleted or overwr
 its bootstrap account at ``/0/1`` and so lost it (ref. §1, "Pitfall seen in a run").
 
 Parsing is bounded (payload size, link count, parameters per link) and raises only
-:class:`~as_server.bootstrap.errors.LinkFormatError`.
+:class:`~ace_core.lwm2m.errors.LinkFormatError`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from as_server.bootstrap.errors import LinkFormatError
-from as_server.bootstrap.model import MAX_ID
-from as_server.bootstrap.registry import ObjectId
+from ace_core.lwm2m.errors import LinkFormatError
+from ace_core.lwm2m.model import MAX_ID
+from ace_core.lwm2m.registry import ObjectId
 
 __all__ = [
     "DEFAULT_MAX_LINKS",

@@ -43,16 +43,8 @@ from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 from urllib.parse import urlsplit
 
-from as_server.bootstrap.archive import ArchiveWriter
-from as_server.bootstrap.bundle import BundleKey, BundleTemplate, format_key_file
-from as_server.bootstrap.devices import (
-    BatchRecord,
-    BatchStateError,
-    DuplicateDeviceError,
-    EditableDeviceStore,
-    FactoryDevice,
-)
-from as_server.bootstrap.identifiers import (
+from ace_core.lwm2m.bundle import BundleKey, BundleTemplate, format_key_file
+from ace_core.lwm2m.identifiers import (
     ENROLMENT_RANDOM_BYTES,
     IDENTITY_RANDOM_BYTES,
     MAX_SEQUENCE,
@@ -66,6 +58,14 @@ from as_server.bootstrap.identifiers import (
     make_enrolment_id,
     make_psk_identity,
     make_serial,
+)
+from as_server.bootstrap.archive import ArchiveWriter
+from as_server.bootstrap.devices import (
+    BatchRecord,
+    BatchStateError,
+    DuplicateDeviceError,
+    EditableDeviceStore,
+    FactoryDevice,
 )
 from as_server.bootstrap.manifest import ManifestRow, ManifestWriter
 
@@ -322,7 +322,7 @@ def _readme(spec: BatchSpec, batch: BatchRecord, first: str, last: str, key_file
         f"{key_note}  the batch key: keep it apart from the bundles, destroy both after flashing\n\n"
         "Open a bundle: ostiary factory show-bundle bundles.zip --serial SERIAL --key bundle.key [--json]\n"
         "Format: 'OSTB' 0x01 keyid(4) len batch len serial | nonce(12) | AES-256-GCM ciphertext+tag,\n"
-        "associated data = everything before the nonce; plaintext = CBOR map (as_server/bootstrap/bundle.py).\n"
+        "associated data = everything before the nonce; plaintext = CBOR map (ace_core/lwm2m/bundle.py).\n"
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Final, TextIO
 
 from ace_core.errors import WireFormatError
-from as_server.bootstrap.identifiers import (
+from ace_core.lwm2m.identifiers import (
     ENDPOINT_PREFIX,
     MAX_PSK_IDENTITY_BYTES,
     EnrolmentIdError,

@@ -10,10 +10,10 @@ After answering the Bootstrap-Request with 2.04, the server runs::
     Bootstrap-Write /1/y            2.04
     Bootstrap-Finish (POST /bs)     2.04; 4.06 = the client found the configuration inconsistent
 
-The session hands out one :class:`~as_server.bootstrap.messages.Operation` at a time and is fed the device's
+The session hands out one :class:`~ace_core.lwm2m.messages.Operation` at a time and is fed the device's
 response code (``class*100+detail``) and payload; any code but the step's success code, a Discover answer that does
 not parse, a timeout, or a response later than EXCHANGE_LIFETIME after the request (the client has given up by
-then; ref. §1 "Timing") ends it with :class:`~as_server.bootstrap.errors.BootstrapFailed`. Time is a parameter.
+then; ref. §1 "Timing") ends it with :class:`~ace_core.lwm2m.errors.BootstrapFailed`. Time is a parameter.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NoReturn
 
+from ace_core.lwm2m.errors import BootstrapFailed, LinkFormatError
+from ace_core.lwm2m.messages import BootstrapRequest, Operation, OperationKind
+from ace_core.lwm2m.objects import ServerAccount
+from ace_core.lwm2m.registry import EXCHANGE_LIFETIME, Lwm2mContentFormat, ObjectId
 from as_server.bootstrap.discover import Discovery, InstancePlan, choose_instance_ids, parse_discover
-from as_server.bootstrap.errors import BootstrapFailed, LinkFormatError
-from as_server.bootstrap.messages import BootstrapRequest, Operation, OperationKind
-from as_server.bootstrap.objects import ServerAccount
-from as_server.bootstrap.registry import EXCHANGE_LIFETIME, Lwm2mContentFormat, ObjectId
 
 __all__ = ["BootstrapPolicy", "BootstrapSession", "SessionState"]
 
@@ -67,7 +67,7 @@ class BootstrapSession:
     instances, never touching the bootstrap account.
 
     :param request: the parsed Bootstrap-Request (its endpoint names the device in logs and failures).
-    :param account: what to write (:func:`~as_server.bootstrap.objects.build_server_account`).
+    :param account: what to write (:func:`~ace_core.lwm2m.objects.build_server_account`).
     """
 
     def __init__(

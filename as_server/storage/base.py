@@ -36,6 +36,8 @@ from as_server.models import (
     GrantStatus,
     Group,
     IssuedToken,
+    Lwm2mRegistration,
+    OperationalKey,
     RefreshToken,
     ResourceServer,
     SigningKey,
@@ -420,6 +422,102 @@ class RefreshTokenStore(Protocol):
         ...
 
 
+class OperationalKeyStore(Protocol):
+    """Operational keys of bootstrapped locks, by generation (issue #7; docs/bootstrap-design.md, "Operational
+    keys at the AS"). The rules (when to create, deliver, switch and retire) live in
+    :class:`~as_server.bootstrap.operational.OperationalCredentials`; this interface keeps each change atomic.
+
+    Key material is sealed at rest like a resource server's shared key. Writes that change the key material, the
+    delivery state or the resource server bump :meth:`Storage.registry_version` (so cached keys and the token
+    endpoint's cached resource server follow, in every process); reads of one generation may be cached.
+    """
+
+    def operational_key(self, audience: str, generation: int) -> OperationalKey | None:
+        """One generation (cached like registry records: this is the per-DTLS-handshake lookup)."""
+        ...
+
+    def operational_keys(self, audience: str) -> Sequence[OperationalKey]:
+        """Every generation of ``audience``, oldest first."""
+        ...
+
+    def newest_operational_keys(self) -> Sequence[OperationalKey]:
+        """The newest generation of every audience that has one, by audience."""
+        ...
+
+    def add_operational_key(
+        self, key: OperationalKey, *, resource_server: ResourceServer | None = None, actor: str
+    ) -> None:
+        """Store a new generation (``key.key`` set) and, in the same transaction, add ``resource_server`` or
+        replace the record with its audience (audited as ``resource_server.key_created``).
+
+        :raises DuplicateError: the generation exists (another process created it first).
+        :raises ValueError: ``key.key`` is ``None``.
+        """
+        ...
+
+    def confirm_operational_key(self, audience: str, generation: int, *, now: int, retire_at: int) -> bool:
+        """Mark the generation delivered (once: a second call changes nothing) and, in the same transaction, when it
+        is newer than every generation delivered before, make it the resource server's ``shared_key`` and give
+        every older generation that is not retiring ``retire_at`` (audited as ``resource_server.key_delivered``).
+
+        :returns: whether anything changed (``False``: delivered before, or its key material is erased).
+        :raises NotFoundError: no such generation.
+        """
+        ...
+
+    def erase_retired_keys(self, *, now: int) -> int:
+        """Erase the key material of every generation with ``retire_at <= now``; how many were erased."""
+        ...
+
+    def revoke_operational_keys(self, audience: str, *, actor: str, now: int) -> int:
+        """Revocation, in one transaction: every generation retired at ``now`` (unless earlier) and erased, the
+        resource server disabled and its ``shared_key`` erased, and its unexpired tokens revoked (audited as
+        ``resource_server.revoked``).
+
+        :returns: the number of tokens revoked.
+        :raises NotFoundError: no resource server ``audience``.
+        """
+        ...
+
+
+class RegistrationStore(Protocol):
+    """Live LwM2M registrations of locks at the AS's ``/rd`` (issue #7): one per audience. Not registry records:
+    writing them does not change :meth:`Storage.registry_version`."""
+
+    def put_registration(self, registration: Lwm2mRegistration) -> Lwm2mRegistration | None:
+        """Store a Register, replacing the audience's previous registration (returned, else ``None``).
+
+        :raises DuplicateError: another audience's registration has this location.
+        """
+        ...
+
+    def get_registration(self, location: str) -> Lwm2mRegistration | None: ...
+
+    def registration_of(self, audience: str) -> Lwm2mRegistration | None: ...
+
+    def update_registration(
+        self,
+        location: str,
+        *,
+        now: int,
+        lifetime: int | None = None,
+        binding: str | None = None,
+        object_links: str | None = None,
+        source: str | None = None,
+    ) -> Lwm2mRegistration | None:
+        """An Update: ``last_contact = now`` and the given fields replaced; the registration, or ``None`` when the
+        location is unknown. :raises ValueError: object links too long (nothing changed)."""
+        ...
+
+    def delete_registration(self, location: str) -> bool:
+        """A De-register; ``False`` when the location is unknown."""
+        ...
+
+    def list_registrations(self) -> Sequence[Lwm2mRegistration]:
+        """Every registration, by audience."""
+        ...
+
+
 class Storage(
     EditableClientStore,
     EditableResourceServerStore,
@@ -432,6 +530,8 @@ class Storage(
     AuditStore,
     AuthorizationCodeStore,
     RefreshTokenStore,
+    OperationalKeyStore,
+    RegistrationStore,
     Protocol,
 ):
     """Everything one AS deployment stores; a backend implements all of it."""

@@ -28,6 +28,8 @@ from as_server.models import (
     GrantStatus,
     Group,
     IssuedToken,
+    Lwm2mRegistration,
+    OperationalKey,
     ResourceServer,
     SigningKey,
     TokenStatus,
@@ -79,6 +81,9 @@ class MemoryStorage(OAuthMemoryStore):
         self._active_grants: tuple[Grant, ...] | None = None  # cached until the next registry write
         self._closed = False
         self._sites: dict[str, frozenset[str]] = {}  # manager sites (issue #6)
+        self._rs_keys: dict[str, dict[int, _Stored]] = {}  # audience -> generation -> OperationalKey (issue #7)
+        self._registrations: dict[str, Lwm2mRegistration] = {}  # by location
+        self._registration_of: dict[str, str] = {}  # audience -> location
         self._oauth = OAuthMemoryState()  # authorization codes and refresh tokens (storage.memory_oauth)
 
     def __repr__(self) -> str:
@@ -706,6 +711,230 @@ class MemoryStorage(OAuthMemoryStore):
             )
             return count
 
+    # -- operational keys of bootstrapped locks (issue #7) -------------------------------------------------------
+
+    @staticmethod
+    def _rs_key_aad(audience: str, generation: int) -> bytes:
+        return b"rs_key\x00" + f"{audience}#{generation}".encode()
+
+    def _store_rs_key(self, key: OperationalKey) -> _Stored:
+        sealed = self._seal(key.key, self._rs_key_aad(key.audience, key.generation))
+        record = dataclasses.replace(key, key=None) if sealed is not None else key
+        return _Stored(record, sealed, next(self._seq))
+
+    def _load_rs_key(self, stored: _Stored) -> OperationalKey:
+        key = stored.record
+        assert isinstance(key, OperationalKey)
+        if stored.sealed is None:
+            return key
+        return dataclasses.replace(key, key=self._open(stored.sealed, self._rs_key_aad(key.audience, key.generation)))
+
+    def _set_rs_key(self, key: OperationalKey) -> None:
+        """Replace a generation (the lock is held)."""
+        self._rs_keys.setdefault(key.audience, {})[key.generation] = self._store_rs_key(key)
+
+    def operational_key(self, audience: str, generation: int) -> OperationalKey | None:
+        """One generation, or ``None``."""
+        with self._lock:
+            self._check_open()
+            stored = self._rs_keys.get(audience, {}).get(generation)
+            return None if stored is None else self._load_rs_key(stored)
+
+    def operational_keys(self, audience: str) -> Sequence[OperationalKey]:
+        """Every generation of ``audience``, oldest first."""
+        with self._lock:
+            self._check_open()
+            found = self._rs_keys.get(audience, {})
+            return [self._load_rs_key(found[g]) for g in sorted(found)]
+
+    def newest_operational_keys(self) -> Sequence[OperationalKey]:
+        """The newest generation of each audience, by audience."""
+        with self._lock:
+            self._check_open()
+            return [self._load_rs_key(found[max(found)]) for audience, found in sorted(self._rs_keys.items()) if found]
+
+    def add_operational_key(
+        self, key: OperationalKey, *, resource_server: ResourceServer | None = None, actor: str
+    ) -> None:
+        """Store a new generation and add or replace ``resource_server``, atomically under the lock.
+
+        :raises DuplicateError: the generation exists. :raises ValueError: no key material.
+        """
+        if key.key is None:
+            raise ValueError("a new generation needs key material")
+        with self._lock:
+            self._check_open()
+            if key.generation in self._rs_keys.get(key.audience, {}):
+                raise DuplicateError(f"generation {key.generation} of {key.audience!r} exists")
+            self._set_rs_key(key)
+            if resource_server is not None:
+                self._resource_servers[resource_server.audience] = self._store_rs(resource_server)
+            self._bump_registry()
+            self._log(
+                AuditEntry(
+                    at=key.created_at,
+                    action="resource_server.key_created",
+                    actor=actor,
+                    audience=key.audience,
+                    detail=f"generation {key.generation}",
+                )
+            )
+
+    def confirm_operational_key(self, audience: str, generation: int, *, now: int, retire_at: int) -> bool:
+        """Mark delivered; switch the RS's token key and retire older generations when it is the newest delivered.
+
+        :raises NotFoundError: no such generation.
+        """
+        with self._lock:
+            self._check_open()
+            found = self._rs_keys.get(audience, {})
+            if generation not in found:
+                raise NotFoundError(f"no generation {generation} of {audience!r}")
+            key = self._load_rs_key(found[generation])
+            if key.delivered_at is not None or key.key is None:
+                return False
+            delivered = [g for g, s in found.items() if self._load_rs_key(s).delivered_at is not None]
+            self._set_rs_key(dataclasses.replace(key, delivered_at=now))
+            switched = not delivered or generation > max(delivered)
+            if switched:
+                stored_rs = self._resource_servers.get(audience)
+                if stored_rs is not None:
+                    rs = dataclasses.replace(self._load_rs(stored_rs), shared_key=key.cose_key())
+                    self._resource_servers[audience] = self._store_rs(rs)
+                for g in list(found):
+                    older = self._load_rs_key(found[g])
+                    if g < generation and older.retire_at is None:
+                        self._set_rs_key(dataclasses.replace(older, retire_at=retire_at))
+            self._bump_registry()
+            detail = f"generation {generation}" + (" now issues tokens" if switched else "")
+            self._log(
+                AuditEntry(
+                    at=now, action="resource_server.key_delivered", actor=audit.ACTOR_SYSTEM, audience=audience,
+                    detail=detail,
+                )
+            )  # fmt: skip
+            return True
+
+    def erase_retired_keys(self, *, now: int) -> int:
+        """Erase the key material of the generations whose ``retire_at`` has come; how many."""
+        with self._lock:
+            self._check_open()
+            erased = 0
+            for audience in sorted(self._rs_keys):
+                for generation in sorted(self._rs_keys[audience]):
+                    key = self._load_rs_key(self._rs_keys[audience][generation])
+                    if key.key is not None and key.retire_at is not None and key.retire_at <= now:
+                        self._set_rs_key(dataclasses.replace(key, key=None))
+                        erased += 1
+                        self._log(
+                            AuditEntry(
+                                at=now, action="resource_server.key_retired", actor=audit.ACTOR_SYSTEM,
+                                audience=audience, detail=f"generation {generation} erased",
+                            )
+                        )  # fmt: skip
+            if erased:
+                self._bump_registry()
+            return erased
+
+    def revoke_operational_keys(self, audience: str, *, actor: str, now: int) -> int:
+        """Retire and erase every generation, disable the RS and revoke its tokens, atomically under the lock.
+
+        :raises NotFoundError: no such resource server.
+        """
+        with self._lock:
+            self._check_open()
+            stored_rs = self._resource_servers.get(audience)
+            if stored_rs is None:
+                raise NotFoundError(f"no resource server {audience!r}")
+            rs = dataclasses.replace(self._load_rs(stored_rs), enabled=False, shared_key=None)
+            self._resource_servers[audience] = self._store_rs(rs)
+            keys = self._rs_keys.get(audience, {})
+            for generation in list(keys):
+                key = self._load_rs_key(keys[generation])
+                retire_at = now if key.retire_at is None or key.retire_at > now else key.retire_at
+                self._set_rs_key(dataclasses.replace(key, key=None, retire_at=retire_at))
+            revoked = self._revoke_where(lambda t: t.audience == audience, now)
+            self._bump_registry()
+            self._log(
+                AuditEntry(
+                    at=now, action="resource_server.revoked", actor=actor, audience=audience,
+                    detail=f"{len(keys)} key generations erased, {revoked} tokens revoked",
+                )
+            )  # fmt: skip
+            return revoked
+
+    # -- LwM2M registrations (issue #7) ----------------------------------------------------------------------
+
+    def put_registration(self, registration: Lwm2mRegistration) -> Lwm2mRegistration | None:
+        """Store a Register, replacing the audience's previous one (returned). :raises DuplicateError: location
+        taken by another audience."""
+        with self._lock:
+            self._check_open()
+            taken = self._registrations.get(registration.location)
+            if taken is not None and taken.audience != registration.audience:
+                raise DuplicateError(f"registration location {registration.location!r} is taken")
+            old_location = self._registration_of.get(registration.audience)
+            old = None if old_location is None else self._registrations.pop(old_location)
+            self._registrations[registration.location] = registration
+            self._registration_of[registration.audience] = registration.location
+            return old
+
+    def get_registration(self, location: str) -> Lwm2mRegistration | None:
+        """The registration at ``rd/{location}``, or ``None``."""
+        with self._lock:
+            self._check_open()
+            return self._registrations.get(location)
+
+    def registration_of(self, audience: str) -> Lwm2mRegistration | None:
+        """The live registration of ``audience``, or ``None``."""
+        with self._lock:
+            self._check_open()
+            location = self._registration_of.get(audience)
+            return None if location is None else self._registrations[location]
+
+    def update_registration(
+        self,
+        location: str,
+        *,
+        now: int,
+        lifetime: int | None = None,
+        binding: str | None = None,
+        object_links: str | None = None,
+        source: str | None = None,
+    ) -> Lwm2mRegistration | None:
+        """An Update (see the Protocol); ``None`` for an unknown location."""
+        with self._lock:
+            self._check_open()
+            old = self._registrations.get(location)
+            if old is None:
+                return None
+            new = dataclasses.replace(
+                old,
+                last_contact=now,
+                lifetime=old.lifetime if lifetime is None else lifetime,
+                binding=old.binding if binding is None else binding,
+                object_links=old.object_links if object_links is None else object_links,
+                source=old.source if source is None else source,
+            )
+            self._registrations[location] = new
+            return new
+
+    def delete_registration(self, location: str) -> bool:
+        """A De-register; ``False`` for an unknown location."""
+        with self._lock:
+            self._check_open()
+            registration = self._registrations.pop(location, None)
+            if registration is None:
+                return False
+            del self._registration_of[registration.audience]
+            return True
+
+    def list_registrations(self) -> Sequence[Lwm2mRegistration]:
+        """Every registration, by audience."""
+        with self._lock:
+            self._check_open()
+            return [self._registrations[self._registration_of[a]] for a in sorted(self._registration_of)]
+
     # -- audit -------------------------------------------------------------------------------------------------
 
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
@@ -746,3 +975,6 @@ class MemoryStorage(OAuthMemoryStore):
             self._grants.clear()
             self._grant_tokens.clear()
             self._audit.clear()
+            self._rs_keys.clear()
+            self._registrations.clear()
+            self._registration_of.clear()

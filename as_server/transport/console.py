@@ -43,6 +43,7 @@ from as_server.console import (
     CONSOLE_BINDING,
     ConsoleService,
     ConsoleUser,
+    contact_text,
     iso,
     page_number,
     scope_text,
@@ -158,6 +159,7 @@ def install(app: Flask, server: AuthorizationServer) -> None:
             scope=scope_text,
             fmt=format_scope,
             when=iso,
+            contact=contact_text,
             now=console.now(),
             **context,
         )
@@ -403,7 +405,8 @@ def install(app: Flask, server: AuthorizationServer) -> None:
     @view
     def console_locks(who: ConsoleUser) -> Response:
         found = console.locks(who, page_number(request.args.get("page")))
-        return page("locks.html", title="Locks", page=found, args=args_for())
+        contacts = console.last_contacts(found.rows)
+        return page("locks.html", title="Locks", page=found, args=args_for(), contacts=contacts)
 
     @app.post(CONSOLE_PATH + "/locks")
     @view
@@ -412,7 +415,7 @@ def install(app: Flask, server: AuthorizationServer) -> None:
         found = console.locks(who, 1)
         return page(
             "locks.html", title="Locks", page=found, args=args_for(), key=key, key_for=rs.audience,
-            notice="The lock is registered.",
+            contacts=console.last_contacts(found.rows), notice="The lock is registered.",
         )  # fmt: skip
 
     @app.get(CONSOLE_PATH + "/users")
@@ -575,10 +578,17 @@ def _install_api(app: Flask, server: AuthorizationServer, console: ConsoleServic
 
     @endpoint("/locks", ["GET"])
     def locks(who: ConsoleUser) -> Any:
+        found = console.list_locks(who)
+        contacts = console.last_contacts(found)
         return {
             "locks": [
-                {"audience": rs.audience, "enabled": rs.enabled, "max_lifetime": rs.max_lifetime}
-                for rs in console.list_locks(who)
+                {
+                    "audience": rs.audience,
+                    "enabled": rs.enabled,
+                    "max_lifetime": rs.max_lifetime,
+                    "last_contact": contacts.get(rs.audience),
+                }
+                for rs in found
             ]
         }
 

@@ -28,16 +28,20 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ace_core import cbor
 from ace_core.status import Status
 from resource_server.aiocoap_site import LockServer, resource_site, serve
-from resource_server.config import LockConfig
+from resource_server.config import LockConfig, RsConfig
 from resource_server.resources import Request, Resource, Response
 from resource_server.server import ResourceServer
 
-__all__ = ["DoorLock", "main", "run"]
+if TYPE_CHECKING:
+    from resource_server.transport.lwm2m_client import BootstrapClient
+
+__all__ = ["DoorLock", "main", "run", "run_bootstrapped"]
 
 log = logging.getLogger("ostiary.lock.door")
 
@@ -46,6 +50,8 @@ CBOR = "application/cbor"
 TEXT = "text/plain; charset=utf-8"
 #: Access-log entries kept (oldest dropped first).
 LOG_SIZE = 100
+#: Seconds the LwM2M link gets to de-register when the lock stops.
+LINK_SHUTDOWN_TIMEOUT = 10.0
 
 
 @dataclass
@@ -157,3 +163,67 @@ async def run(config: LockConfig, *, out: TextIO = sys.stdout, stop: asyncio.Eve
 def main(config: LockConfig) -> int:
     """``ostiary lock serve``: run the lock in a fresh event loop."""
     return asyncio.run(run(config))
+
+
+async def run_bootstrapped(
+    client: BootstrapClient,
+    *,
+    issuer: str,
+    as_uri: str,
+    host: str = "127.0.0.1",
+    port: int = 5683,
+    state_file: Path | None = None,
+    method: str = "pack",
+    pull_interval: float = 3600.0,
+    out: TextIO = sys.stdout,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve a lock whose credentials come from the bootstrap server (issue #7) until SIGTERM/SIGINT or ``stop``.
+
+    Without stored credentials it bootstraps first (``method`` ``"pack"``: Bootstrap-Pack-Request, falling back
+    to the classic flow on 4.04; ``"classic"``: the classic flow). Tokens are verified with the credentials' key
+    slots (a token under the ``next`` key promotes it); the lock registers at the AS, keeps the registration
+    updated, pulls every ``pull_interval`` seconds and de-registers when it stops.
+
+    :raises BootstrapError: the first bootstrap failed (nothing was stored).
+    """
+    from resource_server.credentials import DEFAULT_OVERLAP
+    from resource_server.transport.lwm2m_client import DeviceLink
+
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    keeper = client.keeper
+    keeper.overlap = keeper.overlap or DEFAULT_OVERLAP
+    try:
+        if keeper.credentials is None:
+            await (client.classic() if method == "classic" else client.bootstrap())
+        creds = keeper.credentials
+        assert creds is not None
+        rs_config = RsConfig(
+            audiences=(creds.audience,), issuer=issuer, as_uri=as_uri, keys=keeper.keys, state_file=state_file
+        )
+        rs = ResourceServer(rs_config, on_verified_key=keeper.on_verified_key)
+        server, _door = await start(LockConfig(rs=rs_config, host=host, port=port), rs=rs)
+        link = DeviceLink(client, pull_interval=pull_interval)
+        try:
+            print(
+                f"ostiary lock: serving {server.uri} (audience {creds.audience}, "
+                f"key {creds.newest.identity.decode(errors='replace')})",
+                file=out,
+                flush=True,
+            )
+            link_task = loop.create_task(link.run(stop), name="ostiary lwm2m link")
+            await stop.wait()
+            log.info("stopping")
+            try:
+                await asyncio.wait_for(link_task, LINK_SHUTDOWN_TIMEOUT)
+            except Exception as exc:  # a failed link must not keep the lock from stopping cleanly
+                log.warning("LwM2M link: %s", exc)
+        finally:
+            await server.shutdown()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0

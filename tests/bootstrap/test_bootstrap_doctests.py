@@ -9,13 +9,17 @@ import pkgutil
 
 import pytest
 
+import ace_core.lwm2m
 import as_server.bootstrap
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(as_server.bootstrap.__path__, "as_server.bootstrap."))
+MODULES = sorted(
+    [m.name for m in pkgutil.iter_modules(as_server.bootstrap.__path__, "as_server.bootstrap.")]
+    + [m.name for m in pkgutil.iter_modules(ace_core.lwm2m.__path__, "ace_core.lwm2m.")]
+)
 
 
 def test_every_module_is_listed() -> None:
-    assert {"as_server.bootstrap.tlv", "as_server.bootstrap.senml", "as_server.bootstrap.session"} <= set(MODULES)
+    assert {"ace_core.lwm2m.tlv", "ace_core.lwm2m.senml", "as_server.bootstrap.session"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ace_core.lwm2m.errors import LinkFormatError
 from as_server.bootstrap.discover import (
     DiscoveredInstance,
     InstancePlan,
@@ -15,7 +16,6 @@ from as_server.bootstrap.discover import (
     parse_discover,
     parse_link_format,
 )
-from as_server.bootstrap.errors import LinkFormatError
 from tests.vectors_loader import VECTORS
 
 AS_SSID = 101

@@ -15,9 +15,7 @@ from hypothesis import strategies as st
 
 from ace_core import cbor
 from ace_core.keys import CoseKey
-from ace_core.registry import CoseAlgorithm
-from as_server.bootstrap.archive import ArchiveError, ArchiveWriter, read_member
-from as_server.bootstrap.bundle import (
+from ace_core.lwm2m.bundle import (
     MAGIC,
     BundleError,
     BundleKey,
@@ -28,6 +26,8 @@ from as_server.bootstrap.bundle import (
     parse_key_file,
     peek_header,
 )
+from ace_core.registry import CoseAlgorithm
+from as_server.bootstrap.archive import ArchiveError, ArchiveWriter, read_member
 
 FUZZ = settings(max_examples=400, deadline=None)
 BATCH = "L1-20260323-153012-0000"

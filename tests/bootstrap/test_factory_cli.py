@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ace_core.keys import CoseKey
+from ace_core.lwm2m.bundle import BundleKey, parse_key_file
 from ace_core.registry import CoseAlgorithm
-from as_server.bootstrap.bundle import BundleKey, parse_key_file
 from as_server.bootstrap.manifest import parse_manifest_csv
 from as_server.sealing import MasterKey
 from ostiary.cli import main
@@ -144,7 +144,7 @@ def test_claim_release_list(home: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     code, out, err = run(home, capsys, "release", rows[1].enrolment_id)
     assert code == 0, err
-    assert "released L1-00000002 from site building-a" in out and "revoked" in out
+    assert "released L1-00000002 from site building-a" in out and "never bootstrapped" in out
     code, _, err = run(home, capsys, "release", "L1-00000002")
     assert code == 1 and "not assigned to a site" in err
     code, out, _ = run(home, capsys, "claim", rows[1].enrolment_id, "--site", "building-b", "--json")

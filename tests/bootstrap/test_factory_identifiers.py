@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from as_server.bootstrap import identifiers
-from as_server.bootstrap.identifiers import (
+from ace_core.lwm2m import identifiers
+from ace_core.lwm2m.identifiers import (
     ALPHABET,
     ENROLMENT_RANDOM_BYTES,
     MAX_PSK_IDENTITY_BYTES,

@@ -15,6 +15,13 @@ from typing import Any
 
 import pytest
 
+from ace_core.lwm2m.identifiers import (
+    enrolment_digest,
+    make_endpoint,
+    make_enrolment_id,
+    make_psk_identity,
+    make_serial,
+)
 from as_server.bootstrap.device_db import DEVICE_DB_FILE, SqliteDeviceStore
 from as_server.bootstrap.devices import (
     AlreadyClaimed,
@@ -29,13 +36,6 @@ from as_server.bootstrap.devices import (
     MemoryDeviceStore,
     NotClaimed,
     UnknownDevice,
-)
-from as_server.bootstrap.identifiers import (
-    enrolment_digest,
-    make_endpoint,
-    make_enrolment_id,
-    make_psk_identity,
-    make_serial,
 )
 from as_server.sealing import MasterKey, SealingError
 

@@ -7,10 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ace_core.keys import CoseKey
-from ace_core.registry import CoseAlgorithm
-from ace_core.status import Status
-from as_server.bootstrap.errors import BootstrapFormatError, InvalidBootstrapRequest
-from as_server.bootstrap.messages import (
+from ace_core.lwm2m.errors import BootstrapFormatError, InvalidBootstrapRequest
+from ace_core.lwm2m.messages import (
     BOOTSTRAP_PACK_SUCCESS,
     BOOTSTRAP_REQUEST_FAILURE,
     BOOTSTRAP_REQUEST_SUCCESS,
@@ -24,8 +22,10 @@ from as_server.bootstrap.messages import (
     parse_bootstrap_pack,
     split_query,
 )
-from as_server.bootstrap.objects import OscoreInstance, build_server_account
-from as_server.bootstrap.registry import CoapMethod, Lwm2mContentFormat
+from ace_core.lwm2m.objects import OscoreInstance, build_server_account
+from ace_core.lwm2m.registry import CoapMethod, Lwm2mContentFormat
+from ace_core.registry import CoseAlgorithm
+from ace_core.status import Status
 
 ACCOUNT = build_server_account(
     server_uri="coaps://as.example:5684",

@@ -11,11 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ace_core.keys import CoseKey
-from ace_core.registry import CoseAlgorithm
-from as_server.bootstrap import tlv
-from as_server.bootstrap.errors import BootstrapFormatError, ObjectError
-from as_server.bootstrap.model import ObjectInstance, ObjectLink
-from as_server.bootstrap.objects import (
+from ace_core.lwm2m import tlv
+from ace_core.lwm2m.errors import BootstrapFormatError, ObjectError
+from ace_core.lwm2m.model import ObjectInstance, ObjectLink
+from ace_core.lwm2m.objects import (
     SECURITY_SPEC,
     OscoreInstance,
     SecurityInstance,
@@ -23,7 +22,8 @@ from as_server.bootstrap.objects import (
     ServerInstance,
     build_server_account,
 )
-from as_server.bootstrap.registry import SecurityMode, SecurityResource
+from ace_core.lwm2m.registry import SecurityMode, SecurityResource
+from ace_core.registry import CoseAlgorithm
 from tests.vectors_loader import vector_hex
 
 NOSEC_101 = SecurityInstance(

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from as_server.bootstrap import senml
-from as_server.bootstrap.errors import SenmlError
-from as_server.bootstrap.model import ObjectInstance, ObjectLink
-from as_server.bootstrap.objects import OBJECT_SPECS
-from as_server.bootstrap.senml import Record, ResolvedRecord
+from ace_core.lwm2m import senml
+from ace_core.lwm2m.errors import SenmlError
+from ace_core.lwm2m.model import ObjectInstance, ObjectLink
+from ace_core.lwm2m.objects import OBJECT_SPECS
+from ace_core.lwm2m.senml import Record, ResolvedRecord
 from tests.vectors_loader import vector_hex
 
 SETTINGS = settings(max_examples=200, deadline=None)

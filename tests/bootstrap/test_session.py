@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from ace_core.keys import CoseKey
+from ace_core.lwm2m import senml, tlv
+from ace_core.lwm2m.errors import BootstrapFailed
+from ace_core.lwm2m.messages import BootstrapRequest, Operation, OperationKind
+from ace_core.lwm2m.objects import OBJECT_SPECS, SecurityInstance, ServerInstance, build_server_account
+from ace_core.lwm2m.registry import EXCHANGE_LIFETIME, CoapMethod, Lwm2mContentFormat
 from ace_core.registry import CoseAlgorithm
 from ace_core.status import Status
-from as_server.bootstrap import senml, tlv
 from as_server.bootstrap.discover import InstancePlan
-from as_server.bootstrap.errors import BootstrapFailed
-from as_server.bootstrap.messages import BootstrapRequest, Operation, OperationKind
-from as_server.bootstrap.objects import OBJECT_SPECS, SecurityInstance, ServerInstance, build_server_account
-from as_server.bootstrap.registry import EXCHANGE_LIFETIME, CoapMethod, Lwm2mContentFormat
 from as_server.bootstrap.session import BootstrapPolicy, BootstrapSession, SessionState
 from tests.vectors_loader import VECTORS
 

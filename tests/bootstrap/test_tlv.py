@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from as_server.bootstrap import tlv
-from as_server.bootstrap.errors import TlvError
-from as_server.bootstrap.model import ObjectInstance, ObjectLink, ResourceType
-from as_server.bootstrap.objects import SECURITY_SPEC, SERVER_SPEC
-from as_server.bootstrap.registry import TlvKind
-from as_server.bootstrap.tlv import Tlv
+from ace_core.lwm2m import tlv
+from ace_core.lwm2m.errors import TlvError
+from ace_core.lwm2m.model import ObjectInstance, ObjectLink, ResourceType
+from ace_core.lwm2m.objects import SECURITY_SPEC, SERVER_SPEC
+from ace_core.lwm2m.registry import TlvKind
+from ace_core.lwm2m.tlv import Tlv
 from tests.vectors_loader import vector_hex
 
 SETTINGS = settings(max_examples=200, deadline=None)

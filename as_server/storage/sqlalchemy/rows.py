@@ -23,6 +23,8 @@ from as_server.models import (
     GrantStatus,
     Group,
     IssuedToken,
+    Lwm2mRegistration,
+    OperationalKey,
     PopKeyType,
     ResourceServer,
     ScopeFormat,
@@ -48,6 +50,10 @@ __all__ = [
     "group_from_row",
     "group_to_row",
     "open_sealed",
+    "operational_key_from_row",
+    "operational_key_to_row",
+    "registration_from_row",
+    "registration_to_row",
     "resource_server_from_row",
     "resource_server_to_row",
     "signing_key_from_row",
@@ -575,4 +581,74 @@ def audit_from_row(row: Row) -> AuditEntry:
         grant_id=row["grant_id"],
         cti=None if cti is None else bytes(cti),
         detail=row["detail"],
+    )
+
+
+# -- operational keys and LwM2M registrations (revision 0007, issue #7) ---------------------------------------
+
+
+def seal_operational_key(master_key: MasterKey, key: bytes, audience: str, generation: int) -> bytes:
+    """``rs_keys.key_sealed`` of a generation; the primary key in the associated data is its PSK identity."""
+    return seal(master_key, key, "rs_keys", "key_sealed", f"{audience}#{generation}")
+
+
+def operational_key_to_row(key: OperationalKey, master_key: MasterKey) -> dict[str, Any]:
+    """The ``rs_keys`` row of ``key``; the key material sealed (NULL when erased)."""
+    return {
+        "audience": key.audience,
+        "generation": key.generation,
+        "key_sealed": None
+        if key.key is None
+        else seal_operational_key(master_key, key.key, key.audience, key.generation),
+        "created_at": key.created_at,
+        "delivered_at": key.delivered_at,
+        "retire_at": key.retire_at,
+    }
+
+
+def operational_key_from_row(row: Row, master_key: MasterKey) -> OperationalKey:
+    """Inverse of :func:`operational_key_to_row`. :raises SealingError:"""
+    audience, generation = row["audience"], int(row["generation"])
+    sealed = row["key_sealed"]
+    return OperationalKey(
+        audience=audience,
+        generation=generation,
+        key=None
+        if sealed is None
+        else open_sealed(master_key, sealed, "rs_keys", "key_sealed", f"{audience}#{generation}"),
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+        retire_at=row["retire_at"],
+    )
+
+
+def registration_to_row(registration: Lwm2mRegistration) -> dict[str, Any]:
+    """The ``lwm2m_registrations`` row of ``registration`` (nothing secret)."""
+    return {
+        "location": registration.location,
+        "audience": registration.audience,
+        "endpoint": registration.endpoint,
+        "lifetime": registration.lifetime,
+        "binding": registration.binding,
+        "lwm2m_version": registration.lwm2m_version,
+        "object_links": registration.object_links,
+        "source": registration.source,
+        "registered_at": registration.registered_at,
+        "last_contact": registration.last_contact,
+    }
+
+
+def registration_from_row(row: Row) -> Lwm2mRegistration:
+    """Inverse of :func:`registration_to_row`."""
+    return Lwm2mRegistration(
+        location=row["location"],
+        audience=row["audience"],
+        endpoint=row["endpoint"],
+        lifetime=int(row["lifetime"]),
+        binding=row["binding"],
+        lwm2m_version=row["lwm2m_version"],
+        object_links=row["object_links"],
+        source=row["source"],
+        registered_at=row["registered_at"],
+        last_contact=row["last_contact"],
     )

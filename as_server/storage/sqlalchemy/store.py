@@ -18,6 +18,10 @@ The statements of the request path are built once, at import, with bound paramet
 its compiled cache instead of building and hashing a new statement per call; reads use connections that send no
 ``BEGIN`` on SQLite (:func:`.engine.read_only`).
 
+Operational keys of bootstrapped locks (``rs_keys``, issue #7) are registry records too: every change bumps the
+registry version, and one generation (the per-DTLS-handshake lookup) is cached like a resource server. LwM2M
+registrations are not: they change with every Update and nothing caches them.
+
 Users, access requests, grants and the audit log (issue #5) are written in ordinary write transactions, each with
 its audit entries in the same transaction (:mod:`as_server.storage.base`). The active grants are cached with the
 registry records (a grant or user change bumps the registry version), so the policy engine's SQL-backed rule
@@ -39,6 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from as_server import audit
 from as_server.models import (
+    MAX_OBJECT_LINKS,
     AccessRequestStatus,
     AuditEntry,
     Client,
@@ -47,10 +52,13 @@ from as_server.models import (
     GrantStatus,
     Group,
     IssuedToken,
+    Lwm2mRegistration,
+    OperationalKey,
     ResourceServer,
     SigningKey,
     TokenStatus,
     User,
+    operational_cose_key,
 )
 from as_server.sealing import MasterKey
 from as_server.storage.base import AuditQuery, DuplicateError, NotFoundError, StateError, pending_key
@@ -78,9 +86,11 @@ from as_server.storage.sqlalchemy.tables import (
     grants,
     group_members,
     issued_tokens,
+    lwm2m_registrations,
     manager_sites,
     registry_version,
     resource_servers,
+    rs_keys,
     signing_keys,
     token_grants,
     user_groups,
@@ -111,6 +121,9 @@ _TOKEN_BY_POP_KID = (
     )
     .order_by(*_NEWEST_FIRST)
     .limit(1)
+)
+_RS_KEY = sa.select(rs_keys).where(
+    (rs_keys.c.audience == sa.bindparam("audience")) & (rs_keys.c.generation == sa.bindparam("generation"))
 )
 _REGISTRY_VERSION = sa.select(registry_version.c.version).where(registry_version.c.id == 1)
 # An upsert both databases understand (SQLite >= 3.24, PostgreSQL >= 9.5): the row may not exist yet.
@@ -1013,6 +1026,280 @@ class SqlStorage(OAuthSqlStore):
         with self._read() as conn:
             result = conn.execute(statement).mappings().all()
         return [audit.issued_entry(rows.token_from_row(row, self._key)) for row in result]
+
+    # -- operational keys of bootstrapped locks (issue #7, docs/bootstrap-design.md) ---------------------------
+
+    def operational_key(self, audience: str, generation: int) -> OperationalKey | None:
+        """One generation, key material unsealed (cached like the registry records), or ``None``."""
+        self._check_open()
+        return self._registry.get(
+            ("rs_key", audience, generation), lambda: self._load_operational_key(audience, generation)
+        )
+
+    def _load_operational_key(self, audience: str, generation: int) -> OperationalKey | None:
+        row = self._read_one(_RS_KEY, {"audience": audience, "generation": generation})
+        return None if row is None else rows.operational_key_from_row(row, self._key)
+
+    def operational_keys(self, audience: str) -> Sequence[OperationalKey]:
+        """Every generation of ``audience``, oldest first."""
+        query = sa.select(rs_keys).where(rs_keys.c.audience == audience).order_by(rs_keys.c.generation)
+        with self._read() as conn:
+            result = conn.execute(query).mappings().all()
+        return [rows.operational_key_from_row(row, self._key) for row in result]
+
+    def newest_operational_keys(self) -> Sequence[OperationalKey]:
+        """The newest generation of each audience, by audience."""
+        newest = (
+            sa.select(rs_keys.c.audience, sa.func.max(rs_keys.c.generation).label("generation"))
+            .group_by(rs_keys.c.audience)
+            .subquery()
+        )
+        query = (
+            sa.select(rs_keys)
+            .join(
+                newest,
+                (rs_keys.c.audience == newest.c.audience) & (rs_keys.c.generation == newest.c.generation),
+            )
+            .order_by(rs_keys.c.audience)
+        )
+        with self._read() as conn:
+            result = conn.execute(query).mappings().all()
+        return [rows.operational_key_from_row(row, self._key) for row in result]
+
+    def add_operational_key(
+        self, key: OperationalKey, *, resource_server: ResourceServer | None = None, actor: str
+    ) -> None:
+        """Store a new generation and add or replace ``resource_server``, in one transaction.
+
+        :raises DuplicateError: the generation exists. :raises ValueError: no key material.
+        """
+        if key.key is None:
+            raise ValueError("a new generation needs key material")
+        row = rows.operational_key_to_row(key, self._key)
+        try:
+            with self._audited() as conn:
+                conn.execute(sa.insert(rs_keys), row)
+                if resource_server is not None:
+                    rs_row = rows.resource_server_to_row(resource_server, self._key)
+                    values = {name: value for name, value in rs_row.items() if name != "audience"}
+                    updated = conn.execute(
+                        sa.update(resource_servers)
+                        .where(resource_servers.c.audience == resource_server.audience)
+                        .values(values)
+                    )
+                    if updated.rowcount == 0:
+                        conn.execute(sa.insert(resource_servers), rs_row)
+                self._bump(conn)
+                self._log(
+                    conn,
+                    AuditEntry(
+                        at=key.created_at,
+                        action="resource_server.key_created",
+                        actor=actor,
+                        audience=key.audience,
+                        detail=f"generation {key.generation}",
+                    ),
+                )
+        except sa.exc.IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateError(f"generation {key.generation} of {key.audience!r} exists") from exc
+            raise
+
+    def confirm_operational_key(self, audience: str, generation: int, *, now: int, retire_at: int) -> bool:
+        """Mark delivered; switch the RS's token key and retire older generations when it is the newest delivered
+        (one transaction). A read first: a generation delivered before costs no write.
+
+        :raises NotFoundError: no such generation.
+        """
+        params = {"audience": audience, "generation": generation}
+        row = self._read_one(_RS_KEY, params)
+        if row is None:
+            raise NotFoundError(f"no generation {generation} of {audience!r}")
+        if row["delivered_at"] is not None or row["key_sealed"] is None:
+            return False
+        mine = (rs_keys.c.audience == audience) & (rs_keys.c.generation == generation)
+        with self._audited() as conn:
+            sealed = conn.execute(
+                sa.update(rs_keys)
+                .where(mine & rs_keys.c.delivered_at.is_(None) & rs_keys.c.key_sealed.is_not(None))
+                .values(delivered_at=now)
+                .returning(rs_keys.c.key_sealed)
+            ).scalar()
+            if sealed is None:  # delivered (or erased) by another process meanwhile
+                return False
+            current = conn.execute(
+                sa.select(sa.func.max(rs_keys.c.generation)).where(
+                    (rs_keys.c.audience == audience)
+                    & rs_keys.c.delivered_at.is_not(None)
+                    & (rs_keys.c.generation != generation)
+                )
+            ).scalar()
+            switched = current is None or generation > current
+            if switched:
+                key = rows.open_sealed(self._key, sealed, "rs_keys", "key_sealed", f"{audience}#{generation}")
+                shared = rows.seal(
+                    self._key, operational_cose_key(key).to_cbor(), "resource_servers", "shared_key_sealed", audience
+                )
+                conn.execute(
+                    sa.update(resource_servers)
+                    .where(resource_servers.c.audience == audience)
+                    .values(shared_key_sealed=shared)
+                )
+                conn.execute(
+                    sa.update(rs_keys)
+                    .where(
+                        (rs_keys.c.audience == audience)
+                        & (rs_keys.c.generation < generation)
+                        & rs_keys.c.retire_at.is_(None)
+                    )
+                    .values(retire_at=retire_at)
+                )
+            self._bump(conn)
+            detail = f"generation {generation}" + (" now issues tokens" if switched else "")
+            self._log(
+                conn,
+                AuditEntry(
+                    at=now, action="resource_server.key_delivered", actor=audit.ACTOR_SYSTEM, audience=audience,
+                    detail=detail,
+                ),
+            )  # fmt: skip
+        return True
+
+    def erase_retired_keys(self, *, now: int) -> int:
+        """Erase the key material of the generations whose ``retire_at`` has come (a read first: no write when
+        there are none)."""
+        due = rs_keys.c.key_sealed.is_not(None) & (rs_keys.c.retire_at <= now)
+        with self._read() as conn:
+            if conn.execute(sa.select(rs_keys.c.audience).where(due).limit(1)).first() is None:
+                return 0
+        with self._audited() as conn:
+            erased = conn.execute(
+                sa.update(rs_keys)
+                .where(due)
+                .values(key_sealed=None)
+                .returning(rs_keys.c.audience, rs_keys.c.generation)
+            ).all()
+            if erased:
+                self._bump(conn)
+                self._log(
+                    conn,
+                    *(
+                        AuditEntry(
+                            at=now,
+                            action="resource_server.key_retired",
+                            actor=audit.ACTOR_SYSTEM,
+                            audience=a,
+                            detail=f"generation {g} erased",
+                        )  # fmt: skip
+                        for a, g in sorted(erased)
+                    ),
+                )
+        return len(erased)
+
+    def revoke_operational_keys(self, audience: str, *, actor: str, now: int) -> int:
+        """Retire and erase every generation, disable the RS (its shared key erased) and revoke its tokens, in one
+        transaction. :raises NotFoundError: no such resource server."""
+        with self._audited() as conn:
+            result = conn.execute(
+                sa.update(resource_servers)
+                .where(resource_servers.c.audience == audience)
+                .values(enabled=False, shared_key_sealed=None)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no resource server {audience!r}")
+            retire = sa.case(
+                (rs_keys.c.retire_at.is_(None) | (rs_keys.c.retire_at > now), now), else_=rs_keys.c.retire_at
+            )
+            keys = conn.execute(
+                sa.update(rs_keys).where(rs_keys.c.audience == audience).values(key_sealed=None, retire_at=retire)
+            ).rowcount
+            revoked = self._revoke_tokens(conn, issued_tokens.c.audience == audience, now)
+            self._bump(conn)
+            self._log(
+                conn,
+                AuditEntry(
+                    at=now, action="resource_server.revoked", actor=actor, audience=audience,
+                    detail=f"{keys} key generations erased, {revoked} tokens revoked",
+                ),
+            )  # fmt: skip
+        return revoked
+
+    # -- LwM2M registrations (issue #7) ----------------------------------------------------------------------
+
+    def put_registration(self, registration: Lwm2mRegistration) -> Lwm2mRegistration | None:
+        """Store a Register, replacing the audience's previous one (returned). :raises DuplicateError: location
+        taken by another audience."""
+        t = lwm2m_registrations
+        try:
+            with self._write() as conn:
+                old = conn.execute(sa.select(t).where(t.c.audience == registration.audience)).mappings().first()
+                if old is not None:
+                    conn.execute(sa.delete(t).where(t.c.audience == registration.audience))
+                conn.execute(sa.insert(t), rows.registration_to_row(registration))
+        except sa.exc.IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateError(f"registration location {registration.location!r} is taken") from exc
+            raise
+        return None if old is None else rows.registration_from_row(old)
+
+    def get_registration(self, location: str) -> Lwm2mRegistration | None:
+        """The registration at ``rd/{location}``, or ``None``."""
+        t = lwm2m_registrations
+        row = self._read_one(sa.select(t).where(t.c.location == location), {})
+        return None if row is None else rows.registration_from_row(row)
+
+    def registration_of(self, audience: str) -> Lwm2mRegistration | None:
+        """The live registration of ``audience``, or ``None``."""
+        t = lwm2m_registrations
+        row = self._read_one(sa.select(t).where(t.c.audience == audience), {})
+        return None if row is None else rows.registration_from_row(row)
+
+    def update_registration(
+        self,
+        location: str,
+        *,
+        now: int,
+        lifetime: int | None = None,
+        binding: str | None = None,
+        object_links: str | None = None,
+        source: str | None = None,
+    ) -> Lwm2mRegistration | None:
+        """An Update (see the Protocol); ``None`` for an unknown location."""
+        _check_registration_update(lifetime, object_links)
+        t = lwm2m_registrations
+        changes: dict[str, Any] = {"last_contact": now}
+        for name, value in (
+            ("lifetime", lifetime), ("binding", binding), ("object_links", object_links), ("source", source)
+        ):  # fmt: skip
+            if value is not None:
+                changes[name] = value
+        with self._write() as conn:
+            row = conn.execute(sa.update(t).where(t.c.location == location).values(changes).returning(*t.c))
+            found = row.mappings().first()
+            if found is None:
+                return None
+        return rows.registration_from_row(found)
+
+    def delete_registration(self, location: str) -> bool:
+        """A De-register; ``False`` for an unknown location."""
+        t = lwm2m_registrations
+        with self._write() as conn:
+            return conn.execute(sa.delete(t).where(t.c.location == location)).rowcount > 0
+
+    def list_registrations(self) -> Sequence[Lwm2mRegistration]:
+        """Every registration, by audience."""
+        t = lwm2m_registrations
+        with self._read() as conn:
+            result = conn.execute(sa.select(t).order_by(t.c.audience)).mappings().all()
+        return [rows.registration_from_row(row) for row in result]
+
+
+def _check_registration_update(lifetime: int | None, object_links: str | None) -> None:
+    """:raises ValueError: what :class:`~as_server.models.Lwm2mRegistration` refuses."""
+    if object_links is not None and len(object_links) > MAX_OBJECT_LINKS:
+        raise ValueError(f"object links longer than {MAX_OBJECT_LINKS} characters")
+    if lifetime is not None and lifetime < 0:
+        raise ValueError("lifetime must not be negative")
 
 
 class _NotDecided(Exception):

@@ -38,6 +38,18 @@ Conventions:
 * ``issued_tokens.exi`` is the ``exi`` claim of a token for an RS without a clock, NULL for ``exp`` tokens (whose
   ``exp`` column is the claim; for ``exi`` tokens it is the AS's bound, see :class:`~as_server.models.IssuedToken`).
 
+Revision 0007 (issue #7, operational keys of bootstrapped locks; docs/bootstrap-design.md):
+
+* ``rs_keys``: each lock's operational keys by generation (primary key audience + generation, generation >= 1).
+  ``key_sealed`` is the 16-byte key sealed like ``resource_servers.shared_key_sealed`` (associated data: the PSK
+  identity ``audience#generation``), NULL once erased; ``delivered_at`` NULL until a bootstrap delivered it;
+  ``retire_at`` NULL while not retiring (indexed: erasing what is due). No foreign key to ``resource_servers``:
+  the resource server is created in the same transaction as its first generation, and revocation keeps the rows
+  (their dates) with the key material erased.
+* ``lwm2m_registrations``: the live LwM2M registration of each lock at ``/rd`` (location id, unique audience,
+  endpoint name, lifetime, binding, version, object links, source address, registration time, last contact).
+  Nothing secret.
+
 Revision 0006 (issue #6, the manager console): ``manager_sites`` -- the audience patterns (exact names or
 ``fnmatch`` globs) each manager manages; a manager's console shows only the locks, tokens and grants of those
 audiences. Rows go with the user (foreign key); set by ``ostiary user sites`` and by admins in the console.
@@ -88,11 +100,13 @@ __all__ = [
     "grants",
     "group_members",
     "issued_tokens",
+    "lwm2m_registrations",
     "manager_sites",
     "metadata",
     "refresh_tokens",
     "registry_version",
     "resource_servers",
+    "rs_keys",
     "signing_keys",
     "token_grants",
     "user_groups",
@@ -422,4 +436,38 @@ manager_sites = sa.Table(
     metadata,
     sa.Column("user_name", sa.String(), sa.ForeignKey("users.name"), primary_key=True),
     sa.Column("pattern", sa.String(), primary_key=True),
+)
+
+
+# -- revision 0007: operational keys and LwM2M registrations (issue #7) -------------------------------------------
+
+rs_keys = sa.Table(
+    "rs_keys",
+    metadata,
+    sa.Column("audience", sa.String(), primary_key=True),
+    sa.Column("generation", sa.Integer(), primary_key=True),
+    sa.Column("key_sealed", sa.LargeBinary(), nullable=True),  # 16 bytes, sealed; NULL once erased
+    sa.Column("created_at", _Time(), nullable=False),
+    sa.Column("delivered_at", _Time(), nullable=True),
+    sa.Column("retire_at", _Time(), nullable=True),
+    sa.CheckConstraint("generation >= 1", name="positive_generation"),
+    # erase_retired_keys(): the generations whose retire_at has come.
+    sa.Index(None, "retire_at"),
+)
+
+lwm2m_registrations = sa.Table(
+    "lwm2m_registrations",
+    metadata,
+    sa.Column("location", sa.String(), primary_key=True),  # rd/{location}
+    sa.Column("audience", sa.String(), nullable=False),
+    sa.Column("endpoint", sa.String(), nullable=False),
+    sa.Column("lifetime", sa.BigInteger(), nullable=False),
+    sa.Column("binding", sa.String(), nullable=False),
+    sa.Column("lwm2m_version", sa.String(), nullable=False),
+    sa.Column("object_links", sa.Text(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("registered_at", _Time(), nullable=False),
+    sa.Column("last_contact", _Time(), nullable=False),
+    # One live registration per lock: a new Register replaces the old.
+    sa.Index("uq_lwm2m_registrations_audience", "audience", unique=True),
 )

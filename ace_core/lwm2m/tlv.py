@@ -12,7 +12,7 @@ and Time the same on the wire), booleans one byte 0/1, floats IEEE 754 in 4 or 8
 opaque raw, Objlnk 4 bytes (object id, instance id; 16 bits each).
 
 Encoding is minimal (shortest identifier, length field and integer); decoding accepts every valid form and raises
-only :class:`~as_server.bootstrap.errors.TlvError`, within a size bound and the fixed nesting of the grammar
+only :class:`~ace_core.lwm2m.errors.TlvError`, within a size bound and the fixed nesting of the grammar
 (object instance > multiple resource > resource instance: at most three levels).
 """
 
@@ -23,8 +23,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from as_server.bootstrap.errors import TlvError
-from as_server.bootstrap.model import (
+from ace_core.lwm2m.errors import TlvError
+from ace_core.lwm2m.model import (
     MAX_ID,
     ObjectInstance,
     ObjectLink,
@@ -35,7 +35,7 @@ from as_server.bootstrap.model import (
     check_value,
     natural_type,
 )
-from as_server.bootstrap.registry import TlvKind
+from ace_core.lwm2m.registry import TlvKind
 
 __all__ = [
     "DEFAULT_MAX_SIZE",

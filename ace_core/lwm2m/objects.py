@@ -20,9 +20,9 @@ from typing import Any, ClassVar, TypeVar
 
 from ace_core.errors import WireFormatError
 from ace_core.keys import CoseKey
-from as_server.bootstrap import senml, tlv
-from as_server.bootstrap.errors import ObjectError
-from as_server.bootstrap.model import (
+from ace_core.lwm2m import senml, tlv
+from ace_core.lwm2m.errors import ObjectError
+from ace_core.lwm2m.model import (
     ObjectInstance,
     ObjectLink,
     ObjectSpec,
@@ -31,7 +31,7 @@ from as_server.bootstrap.model import (
     ResourceValue,
     check_value,
 )
-from as_server.bootstrap.registry import (
+from ace_core.lwm2m.registry import (
     ObjectId,
     OscoreResource,
     SecurityMode,
@@ -128,7 +128,7 @@ OSCORE_SPEC = ObjectSpec.of(
     ResourceSpec(_C.MASTER_SALT, "OSCORE Master Salt", _O),
     ResourceSpec(_C.ID_CONTEXT, "OSCORE ID Context", _O),
 )
-#: Definitions by object id, for :func:`as_server.bootstrap.senml.decode_instances` and friends.
+#: Definitions by object id, for :func:`ace_core.lwm2m.senml.decode_instances` and friends.
 OBJECT_SPECS: Mapping[int, ObjectSpec] = {s.object_id: s for s in (SECURITY_SPEC, SERVER_SPEC, OSCORE_SPEC)}
 
 _MAX_SSID = 65534  # Short Server ID 1..65534 (ref. §2.1, §2.2)

@@ -11,7 +11,7 @@ The encoder writes record fields in a fixed order and each float in the shortest
 (RFC 8428 §6: the value "SHOULD be chosen such that" it converts back exactly), which reproduces the RFC 8428 §6
 example byte for byte. The decoder takes any valid pack (decimal fractions included), keeps unknown labels in
 :attr:`Record.extra`, refuses labels ending in ``_`` (RFC 8428 §4.4: must be understood), and raises only
-:class:`~as_server.bootstrap.errors.SenmlError`, within a size and record-count bound.
+:class:`~ace_core.lwm2m.errors.SenmlError`, within a size and record-count bound.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any, Final
 
 from ace_core import cbor
 from ace_core.errors import WireFormatError
-from as_server.bootstrap.errors import SenmlError
-from as_server.bootstrap.model import (
+from ace_core.lwm2m.errors import SenmlError
+from ace_core.lwm2m.model import (
     MAX_ID,
     ObjectInstance,
     ObjectLink,
@@ -37,7 +37,7 @@ from as_server.bootstrap.model import (
     check_value,
     natural_type,
 )
-from as_server.bootstrap.registry import SenmlLabel
+from ace_core.lwm2m.registry import SenmlLabel
 
 __all__ = [
     "DEFAULT_MAX_RECORDS",

@@ -34,7 +34,7 @@ True
 >>> parse_enrolment_id("000G-40R4-0M30-E203")
 Traceback (most recent call last):
 ...
-as_server.bootstrap.identifiers.EnrolmentIdError: enrolment id check failed: a character is mistyped or two are swapped
+ace_core.lwm2m.identifiers.EnrolmentIdError: enrolment id check failed: a character is mistyped or two are swapped
 """
 
 from __future__ import annotations

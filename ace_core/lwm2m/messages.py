@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import unquote
 
-from ace_core.status import Status
-from as_server.bootstrap import senml
-from as_server.bootstrap.errors import InvalidBootstrapRequest, SenmlError
-from as_server.bootstrap.model import ObjectInstance
-from as_server.bootstrap.objects import (
+from ace_core.lwm2m import senml
+from ace_core.lwm2m.errors import InvalidBootstrapRequest, SenmlError
+from ace_core.lwm2m.model import ObjectInstance
+from ace_core.lwm2m.objects import (
     OBJECT_SPECS,
     OscoreInstance,
     SecurityInstance,
     ServerAccount,
     ServerInstance,
 )
-from as_server.bootstrap.registry import CoapMethod, Lwm2mContentFormat, ObjectId
+from ace_core.lwm2m.registry import CoapMethod, Lwm2mContentFormat, ObjectId
+from ace_core.status import Status
 
 __all__ = [
     "BOOTSTRAP_PACK_FAILURES",

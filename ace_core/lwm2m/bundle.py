@@ -43,7 +43,7 @@ True
 >>> key.open(blob[:-1] + bytes([blob[-1] ^ 1]))
 Traceback (most recent call last):
 ...
-as_server.bootstrap.bundle.BundleError: the bundle does not open: it was altered, or sealed under another key
+ace_core.lwm2m.bundle.BundleError: the bundle does not open: it was altered, or sealed under another key
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ace_core import cbor
 from ace_core.errors import WireFormatError
 from ace_core.keys import b64url_decode, b64url_encode, is_int
-from as_server.bootstrap.identifiers import MAX_PSK_IDENTITY_BYTES, PSK_BYTES
+from ace_core.lwm2m.identifiers import MAX_PSK_IDENTITY_BYTES, PSK_BYTES
 
 __all__ = [
     "MAGIC",
@@ -87,7 +87,7 @@ _KEY_ID_CONTEXT = b"ostiary bundle key id\x00"
 #: Larger files are refused before parsing (a bundle is about 200 bytes; a COSE_Key adds about 50).
 MAX_BUNDLE_SIZE: Final = 4096
 # Security /0 resource 0 is a String of 0..255 bytes (ref. §2.1); Endpoint Client Names arrive in a Uri-Query
-# option of at most 255 bytes, 252 after "ep=" (as_server.bootstrap.messages).
+# option of at most 255 bytes, 252 after "ep=" (ace_core.lwm2m.messages).
 _MAX_URI_BYTES = 255
 _MAX_ENDPOINT_BYTES = 252
 _MAX_NAME_BYTES = 255
