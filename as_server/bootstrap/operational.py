@@ -187,12 +187,17 @@ class OperationalCredentials:
             raise ValueError(f"the random source gave {len(key)} bytes, not {KEY_BYTES}")
         return OperationalKey(audience=audience, generation=generation, key=key, created_at=now)
 
-    def key_for_delivery(self, audience: str, *, now: int) -> OperationalKey:
+    def key_for_delivery(self, audience: str, *, now: int, delivered: bool = False) -> OperationalKey:
         """The generation a bootstrap of ``audience`` delivers now (design: "Delivery").
 
         The newest generation with key material that is not retired, unless there is none or it is
         ``rotation_age`` old: then a new generation is created first. A lock without a resource server gets one
         (:attr:`template`, enabled, the new key as its token key); a revoked one is enabled again with the new key.
+
+        :param delivered: the caller delivers the key in the same breath (a Bootstrap-Pack answer). A generation
+            created for a lock with no usable key is then stored already delivered, in the same transaction, and
+            needs no :meth:`confirm_delivery` (it has no older key to retire and is already the token key): one
+            write instead of two on a lock's first bootstrap.
 
         :raises IdentityTooLong: the audience is too long for a PSK identity.
         """
@@ -212,6 +217,8 @@ class OperationalCredentials:
                 record = self.template.resource_server(audience, new.cose_key(), now=now)
             elif revoked:
                 record = dataclasses.replace(rs, enabled=True, shared_key=new.cose_key())
+            if record is not None and delivered and not usable:
+                new = dataclasses.replace(new, delivered_at=now)
             try:
                 self._storage.add_operational_key(new, resource_server=record, actor=ACTOR_SYSTEM)
             except DuplicateError:

@@ -237,7 +237,7 @@ class BootstrapService:
         fmt = choose_pack_format(accept)
         serial = self._authorize(request.endpoint, peer)
         now = self._now()
-        key = self.credentials.key_for_delivery(serial, now=now)
+        key = self.credentials.key_for_delivery(serial, now=now, delivered=True)
         payload = build_bootstrap_pack(
             self._account(key), security_instance_id=PACK_SECURITY_INSTANCE, server_instance_id=PACK_SERVER_INSTANCE
         )
@@ -288,8 +288,8 @@ class BootstrapService:
                     self._active.discard(serial.serial)
 
     def _delivered(self, serial: str, key: OperationalKey, now: int) -> None:
-        first = key.delivered_at is None
-        if first:
+        first = key.delivered_at is None or key.delivered_at == now
+        if key.delivered_at is None:
             self.credentials.confirm_delivery(serial, key.generation, now=now)
         record = self.devices.get(serial)
         if record is None or record.revoked_at is not None:
