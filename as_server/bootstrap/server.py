@@ -314,8 +314,12 @@ class BootstrapService:
     # -- registration interface ------------------------------------------------------------------------------
 
     def _operational(self, peer: Peer) -> str:
-        if peer.kind is not PeerKind.OPERATIONAL or peer.serial is None:
+        if peer.kind is not PeerKind.OPERATIONAL or peer.serial is None or peer.identity is None:
             raise Lwm2mRefused(Status.UNAUTHORIZED, "registration needs the lock's operational credentials")
+        # The PSK was looked up at the handshake; a DTLS session outlives a revocation or retirement, so check
+        # again that the key generation is still usable (one cached read).
+        if self.credentials.psk_for_identity(peer.identity, now=self._now()) is None:
+            raise Lwm2mRefused(Status.UNAUTHORIZED, "these credentials are retired or revoked; bootstrap again")
         return peer.serial
 
     @staticmethod
