@@ -42,7 +42,7 @@ from ace_core.lwm2m.registry import Lwm2mContentFormat
 from ace_core.status import Status
 from as_server.bootstrap.devices import BootstrapRefusal, EditableDeviceStore
 from as_server.bootstrap.operational import OperationalCredentials, parse_operational_identity
-from as_server.bootstrap.session import BootstrapPolicy, BootstrapSession
+from as_server.bootstrap.session import BootstrapPolicy, BootstrapSession, SessionState
 from as_server.models import Lwm2mRegistration, OperationalKey
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ class BootstrapService:
         Returns whether it completed."""
         serial = self.devices.by_endpoint(session.request.endpoint)
         try:
-            if session.state.value != "done" or serial is None:
+            if session.state is not SessionState.DONE or serial is None:
                 return False
             identity = session.account.security.public_key_or_identity
             parsed = parse_operational_identity(identity)

@@ -51,7 +51,7 @@ from ace_core.lwm2m.errors import BootstrapFailed
 from ace_core.lwm2m.messages import NotAcceptable, Operation
 from ace_core.lwm2m.registry import EXCHANGE_LIFETIME
 from ace_core.status import Status
-from as_server.bootstrap.server import UNAUTHENTICATED, BootstrapService, Lwm2mRefused, Peer
+from as_server.bootstrap.server import UNAUTHENTICATED, BootstrapService, Lwm2mRefused, Peer, PeerKind
 from as_server.bootstrap.session import BootstrapSession
 
 __all__ = ["BootstrapCoapServer", "dtls_available"]
@@ -393,7 +393,7 @@ class BootstrapCoapServer:
         task.add_done_callback(self.sessions.discard)
 
     async def _drive(self, session: BootstrapSession, peer: Peer, remote: Any) -> None:
-        context = self.plain_context if peer.kind.value == "unauthenticated" else self.dtls_context
+        context = self.plain_context if peer.kind is PeerKind.UNAUTHENTICATED else self.dtls_context
         assert context is not None
         endpoint = session.request.endpoint
         try:
