@@ -50,7 +50,9 @@ __all__ = [
     "OperationKind",
     "build_bootstrap_pack",
     "choose_pack_format",
+    "endpoint_of",
     "parse_bootstrap_pack",
+    "parse_query",
     "split_query",
 ]
 
@@ -90,7 +92,12 @@ def split_query(query: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _parse_query(items: Iterable[str], known: frozenset[str]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+def parse_query(items: Iterable[str], known: frozenset[str]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Uri-Query options (already percent-decoded, one per item) as ``(known, other)`` parameters, in any order;
+    a parameter without ``=`` maps to ``None``.
+
+    :raises InvalidBootstrapRequest: too many items, an item without a name, or a parameter given twice.
+    """
     found: dict[str, str | None] = {}
     extra: dict[str, str | None] = {}
     count = 0
@@ -110,7 +117,9 @@ def _parse_query(items: Iterable[str], known: frozenset[str]) -> tuple[dict[str,
     return found, extra
 
 
-def _endpoint(found: Mapping[str, str | None]) -> str:
+def endpoint_of(found: Mapping[str, str | None]) -> str:
+    """The checked Endpoint Client Name ``ep`` of a parsed query. :raises InvalidBootstrapRequest: missing, empty,
+    too long, or holding control characters."""
     if "ep" not in found:
         raise InvalidBootstrapRequest("missing query parameter 'ep' (Endpoint Client Name)")
     ep = found["ep"]
@@ -142,14 +151,14 @@ class BootstrapRequest:
         :raises InvalidBootstrapRequest: ``ep`` missing, empty, repeated, over 252 bytes or with control
             characters; ``pct`` repeated, empty or not a Content-Format number (0..65535); over 16 items.
         """
-        found, extra = _parse_query(items, frozenset({"ep", "pct"}))
+        found, extra = parse_query(items, frozenset({"ep", "pct"}))
         pct: int | None = None
         if "pct" in found:
             text = found["pct"]
             if not text or not (len(text) <= 5 and text.isascii() and text.isdigit()) or int(text) > 0xFFFF:
                 raise InvalidBootstrapRequest(f"pct {text!r} is not a Content-Format number")
             pct = int(text)
-        return cls(endpoint=_endpoint(found), preferred_content_format=pct, extra=extra)
+        return cls(endpoint=endpoint_of(found), preferred_content_format=pct, extra=extra)
 
     def to_query(self) -> tuple[str, ...]:
         """The Uri-Query options, ``ep`` first then ``pct`` (the order Wakaama's own server insists on)."""
@@ -170,8 +179,8 @@ class BootstrapPackRequest:
     @classmethod
     def from_query(cls, items: Iterable[str]) -> BootstrapPackRequest:
         """Parse the Uri-Query options. :raises InvalidBootstrapRequest: as for :class:`BootstrapRequest`."""
-        found, extra = _parse_query(items, frozenset({"ep"}))
-        return cls(endpoint=_endpoint(found), extra=extra)
+        found, extra = parse_query(items, frozenset({"ep"}))
+        return cls(endpoint=endpoint_of(found), extra=extra)
 
     def to_query(self) -> tuple[str, ...]:
         """The Uri-Query options."""

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from ace_core.errors import AceError
 from ace_core.keys import CoseKey
@@ -36,6 +35,8 @@ from ace_core.lwm2m.messages import (
     BootstrapRequest,
     build_bootstrap_pack,
     choose_pack_format,
+    endpoint_of,
+    parse_query,
 )
 from ace_core.lwm2m.objects import ServerAccount, build_server_account
 from ace_core.lwm2m.registry import Lwm2mContentFormat
@@ -118,17 +119,17 @@ class Lwm2mRefused(AceError):
         self.detail = detail
 
 
-def _query(items: Iterable[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for n, item in enumerate(items):
-        if n >= _MAX_QUERY_ITEMS:
-            raise InvalidBootstrapRequest("too many query parameters")
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidBootstrapRequest(f"query parameter {name[:16]!r} has no value")
-        if name in found:
-            raise InvalidBootstrapRequest(f"query parameter {name!r} given twice")
-        found[name] = unquote(value, errors="strict")
+#: Register/Update query parameters (OMA LwM2M Transport 1.2, Registration Interface); others are ignored.
+_REGISTRATION_PARAMETERS = frozenset({"ep", "lt", "lwm2m", "b", "sms", "Q"})
+
+
+def _query(items: Iterable[str]) -> dict[str, str | None]:
+    """Register/Update parameters (Uri-Query options arrive percent-decoded); ``ep``, ``lt``, ``lwm2m`` and ``b``
+    need a value."""
+    found, _others = parse_query(items, _REGISTRATION_PARAMETERS)
+    for name in ("ep", "lt", "lwm2m", "b"):
+        if name in found and found[name] is None:
+            raise InvalidBootstrapRequest(f"query parameter {name!r} has no value")
     return found
 
 
@@ -350,16 +351,14 @@ class BootstrapService:
         location (``rd/{id}``, sent back as Location-Path; 2.01). A new Register replaces the lock's old one."""
         audience = self._operational(peer)
         params = _query(query)
-        endpoint = params.get("ep")
-        if not endpoint or len(endpoint.encode()) > 252:
-            raise InvalidBootstrapRequest("Register needs ep (the Endpoint Client Name)")
+        endpoint = endpoint_of(params)
         record = self.devices.by_endpoint(endpoint)
         if record is not None and record.serial != audience:
             raise Lwm2mRefused(Status.FORBIDDEN, "the endpoint name belongs to another device")
-        binding = params.get("b", "U")
+        binding = params.get("b") or "U"
         if not binding or len(binding) > 4 or any(c not in "UTSNQ" for c in binding):
             raise InvalidBootstrapRequest("b must be made of U, T, S, N, Q")
-        version = params.get("lwm2m", "1.0")
+        version = params.get("lwm2m") or "1.0"
         if len(version) > 8:
             raise InvalidBootstrapRequest("lwm2m is not a version")
         now = self._now()

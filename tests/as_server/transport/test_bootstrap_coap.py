@@ -506,3 +506,20 @@ def test_a_session_the_device_closes_is_dropped(bs: Bs) -> None:
         return _dtls_sessions(bs)
 
     assert bs.loops.run(settled()) == before
+
+
+def test_register_takes_the_query_as_coap_delivers_it(bs: Bs) -> None:
+    """Uri-Query options arrive percent-decoded: ``%41`` in an endpoint name is three characters, not ``A``; a
+    parameter without a value, or a missing ``ep``, is a 4.00."""
+    from ace_core.lwm2m.errors import InvalidBootstrapRequest
+    from as_server.bootstrap.server import Peer, PeerKind
+
+    security = parse_bootstrap_pack(bytes(_pull(bs, CLAIMED).payload)).account(1).security
+    identity = security.public_key_or_identity
+    peer = Peer(PeerKind.OPERATIONAL, identity, CLAIMED.serial, int(identity.rsplit(b"#", 1)[1]))
+    location = bs.service.register(("lt=300", "ep=lock%41", "future=1"), b"</1/0>", peer, "127.0.0.1:1")
+    registration = bs.server.storage.get_registration(location.split("/")[1])
+    assert registration is not None and registration.endpoint == "lock%41" and registration.lifetime == 300
+    for query in (("ep=x", "lt"), ("lt=300",), ("ep=x", "ep=y")):
+        with pytest.raises(InvalidBootstrapRequest):
+            bs.service.register(query, b"", peer, "127.0.0.1:1")
