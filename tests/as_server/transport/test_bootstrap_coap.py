@@ -17,6 +17,8 @@ import aiocoap
 import aiocoap.resource as resource
 import pytest
 from aiocoap import Code
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ace_core.keys import CoseKey
 from ace_core.lwm2m.identifiers import make_endpoint, make_enrolment_id, make_psk_identity, make_serial
@@ -523,3 +525,29 @@ def test_register_takes_the_query_as_coap_delivers_it(bs: Bs) -> None:
     for query in (("ep=x", "lt"), ("lt=300",), ("ep=x", "ep=y")):
         with pytest.raises(InvalidBootstrapRequest):
             bs.service.register(query, b"", peer, "127.0.0.1:1")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    query=st.lists(
+        st.one_of(st.text(max_size=20), st.sampled_from(["ep=x", "lt=30", "lt=0", "b=UQ", "b="])), max_size=8
+    ),
+    payload=st.one_of(st.binary(max_size=64), st.binary(min_size=2040, max_size=2100)),
+)
+def test_registration_input_is_fuzzed(bs: Bs, query: list[str], payload: bytes) -> None:
+    """Register and Update with any query and payload: stored, or refused with 4.00/4.03/4.04/4.13, nothing else."""
+    from ace_core.lwm2m.errors import InvalidBootstrapRequest
+    from as_server.bootstrap.server import Lwm2mRefused, Peer, PeerKind
+
+    if not bs.service.credentials.keys(CLAIMED.serial):
+        assert _pull(bs, CLAIMED).code == Code.CONTENT
+    newest = bs.service.credentials.keys(CLAIMED.serial)[-1]
+    peer = Peer(PeerKind.OPERATIONAL, newest.identity, CLAIMED.serial, newest.generation)
+    for call in (
+        lambda: bs.service.register(tuple(query), payload, peer, "127.0.0.1:1"),
+        lambda: bs.service.update("00000000", tuple(query), payload, peer, "127.0.0.1:1"),
+    ):
+        try:
+            call()
+        except (InvalidBootstrapRequest, Lwm2mRefused):
+            pass
