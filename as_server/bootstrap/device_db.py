@@ -161,8 +161,12 @@ def _create_private(path: Path) -> None:
 class SqliteDeviceStore:
     """:class:`~as_server.bootstrap.devices.EditableDeviceStore` in a SQLite file (see the module documentation).
 
-    One connection per object, shared by its threads under a lock; separate objects (or processes) on the same
-    file coordinate through SQLite's locks (``timeout`` seconds of waiting for the writer lock).
+    Writes go through one connection per object, shared by its threads under a lock; reads through a connection
+    per thread, without a lock (WAL readers do not block each other or the writer). A shared read connection made
+    the bootstrap server's threads queue behind whichever one held it while it waited for the GIL, and the DTLS
+    PSK lookup runs on the event loop, which then stood still (issue #7, "Benchmark"). Separate objects (or
+    processes) on the same file coordinate through SQLite's locks (``timeout`` seconds of waiting for the writer
+    lock).
 
     :raises DeviceStoreError: the file has an unknown schema version.
     :raises ~as_server.sealing.SealingError: the file was created under another master key.
@@ -172,6 +176,10 @@ class SqliteDeviceStore:
         self.path = Path(path)
         self._master_key = master_key
         self._lock = threading.Lock()
+        self._timeout = timeout
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []  # every thread's read connection (guarded by _lock)
+        self._closed = False
         _create_private(self.path)
         self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
@@ -188,9 +196,13 @@ class SqliteDeviceStore:
         return f"SqliteDeviceStore({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         with self._lock:
+            self._closed = True
             self._conn.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
 
     def __enter__(self) -> SqliteDeviceStore:
         return self
@@ -240,9 +252,22 @@ class SqliteDeviceStore:
     def _fingerprint(self, psk: bytes) -> bytes:
         return hashlib.blake2b(psk, key=self._fingerprint_key, digest_size=16).digest()
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (opened at its first read)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA query_only = ON")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        """One read statement (its own read transaction) on this thread's connection."""
+        return self._reader().execute(sql, params).fetchall()
 
     def _one(self, where: str, value: Any) -> DeviceRecord | None:
         rows = self._query(f"SELECT {_RECORD_COLUMNS} FROM devices d WHERE {where} = ?", (value,))
@@ -263,6 +288,10 @@ class SqliteDeviceStore:
         return self._one("d.enrolment_digest", enrolment_digest(enrolment_id))
 
     def bootstrap_psk(self, psk_identity: bytes) -> bytes | None:
+        found = self.bootstrap_credentials(psk_identity)
+        return None if found is None else found[0]
+
+    def bootstrap_credentials(self, psk_identity: bytes) -> tuple[bytes, str] | None:
         rows = self._query(
             "SELECT d.serial, d.psk FROM devices d JOIN batches b ON b.batch_id = d.batch_id "
             "WHERE d.psk_identity = ? AND b.complete AND d.decommissioned_at IS NULL",
@@ -271,17 +300,23 @@ class SqliteDeviceStore:
         if not rows:
             return None
         serial, sealed = rows[0]
-        return self._master_key.open(bytes(sealed), aad=_aad("devices", "psk", serial))
+        return self._master_key.open(bytes(sealed), aad=_aad("devices", "psk", serial)), serial
 
     def bootstrap_target(self, endpoint: str, *, psk_identity: bytes | None = None) -> str | BootstrapRefusal:
+        return self.bootstrap_device(endpoint, psk_identity=psk_identity)[1]
+
+    def bootstrap_device(
+        self, endpoint: str, *, psk_identity: bytes | None = None
+    ) -> tuple[DeviceRecord | None, str | BootstrapRefusal]:
         rows = self._query(
             f"SELECT {_RECORD_COLUMNS}, b.complete FROM devices d JOIN batches b ON b.batch_id = d.batch_id "
             "WHERE d.endpoint = ?",
             (endpoint,),
         )
         if not rows:
-            return decide_bootstrap_target(None, batch_complete=False, psk_identity=psk_identity)
-        return decide_bootstrap_target(_record(rows[0]), batch_complete=bool(rows[0][-1]), psk_identity=psk_identity)
+            return None, decide_bootstrap_target(None, batch_complete=False, psk_identity=psk_identity)
+        record = _record(rows[0])
+        return record, decide_bootstrap_target(record, batch_complete=bool(rows[0][-1]), psk_identity=psk_identity)
 
     def list_devices(
         self,

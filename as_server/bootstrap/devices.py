@@ -211,6 +211,18 @@ class DeviceStore(Protocol):
         """
         ...
 
+    def bootstrap_credentials(self, psk_identity: bytes) -> tuple[bytes, str] | None:
+        """:meth:`bootstrap_psk` with the serial number of the device it belongs to, in one read (the DTLS
+        handshake's lookup, issue #7)."""
+        ...
+
+    def bootstrap_device(
+        self, endpoint: str, *, psk_identity: bytes | None = None
+    ) -> tuple[DeviceRecord | None, str | BootstrapRefusal]:
+        """:meth:`bootstrap_target` with the device's record (``None`` for an unknown endpoint), in one read (a
+        Bootstrap-Pack needs both, issue #7)."""
+        ...
+
     def list_devices(
         self,
         *,
@@ -402,19 +414,29 @@ class MemoryDeviceStore:
         return None if device is None else device.record
 
     def bootstrap_psk(self, psk_identity: bytes) -> bytes | None:
+        found = self.bootstrap_credentials(psk_identity)
+        return None if found is None else found[0]
+
+    def bootstrap_target(self, endpoint: str, *, psk_identity: bytes | None = None) -> str | BootstrapRefusal:
+        return self.bootstrap_device(endpoint, psk_identity=psk_identity)[1]
+
+    def bootstrap_credentials(self, psk_identity: bytes) -> tuple[bytes, str] | None:
         with self._lock:
             device = self._visible(self._by_identity.get(psk_identity))
             if device is None or device.record.decommissioned_at is not None:
                 return None
-            return device.psk
+            return device.psk, device.record.serial
 
-    def bootstrap_target(self, endpoint: str, *, psk_identity: bytes | None = None) -> str | BootstrapRefusal:
+    def bootstrap_device(
+        self, endpoint: str, *, psk_identity: bytes | None = None
+    ) -> tuple[DeviceRecord | None, str | BootstrapRefusal]:
         with self._lock:
             device = self._devices.get(self._by_endpoint.get(endpoint, ""))
             if device is None:
-                return decide_bootstrap_target(None, batch_complete=False, psk_identity=psk_identity)
+                return None, decide_bootstrap_target(None, batch_complete=False, psk_identity=psk_identity)
             complete = self._batches[device.record.batch_id][0].complete
-            return decide_bootstrap_target(device.record, batch_complete=complete, psk_identity=psk_identity)
+            decision = decide_bootstrap_target(device.record, batch_complete=complete, psk_identity=psk_identity)
+            return device.record, decision
 
     def list_devices(
         self,

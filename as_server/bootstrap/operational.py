@@ -203,8 +203,11 @@ class OperationalCredentials:
         """
         _identity(audience, 1)
         for _ in range(_ATTEMPTS):
-            rs = self._storage.get_resource_server(audience)
+            # Keys first: a creator commits its key and the lock's resource server together, so a key seen here
+            # means its resource server is seen next. (Read the other way round, a concurrent first delivery
+            # committing in between looked like "keys but no resource server" and made a second generation.)
             keys = self._storage.operational_keys(audience)
+            rs = self._storage.get_resource_server(audience)
             usable = [k for k in keys if k.usable(now)]
             newest = usable[-1] if usable else None
             revoked = rs is not None and _revoked(rs)

@@ -41,7 +41,7 @@ from ace_core.lwm2m.messages import (
 from ace_core.lwm2m.objects import ServerAccount, build_server_account
 from ace_core.lwm2m.registry import Lwm2mContentFormat
 from ace_core.status import Status
-from as_server.bootstrap.devices import BootstrapRefusal, EditableDeviceStore
+from as_server.bootstrap.devices import BootstrapRefusal, DeviceRecord, EditableDeviceStore
 from as_server.bootstrap.operational import OperationalCredentials, parse_operational_identity
 from as_server.bootstrap.session import BootstrapPolicy, BootstrapSession, SessionState
 from as_server.models import Lwm2mRegistration, OperationalKey
@@ -189,30 +189,31 @@ class BootstrapService:
             if found is None or found.key is None:
                 return None
             return found.key, Peer(PeerKind.OPERATIONAL, identity, parsed[0], parsed[1])
-        psk = self.devices.bootstrap_psk(identity)
-        if psk is None:
+        # One read (issue #7, "Benchmark"): this runs on the event loop for every handshake.
+        credentials = self.devices.bootstrap_credentials(identity)
+        if credentials is None:
             return None
-        record = self.devices.by_identity(identity)
-        return psk, Peer(PeerKind.BOOTSTRAP, identity, record.serial if record is not None else None)
+        psk, serial = credentials
+        return psk, Peer(PeerKind.BOOTSTRAP, identity, serial)
 
     # -- bootstrap -------------------------------------------------------------------------------------------
 
-    def _authorize(self, endpoint: str, peer: Peer) -> str:
-        """The device's serial (= its audience) if ``peer`` may be bootstrapped as ``endpoint``."""
+    def _authorize(self, endpoint: str, peer: Peer) -> DeviceRecord:
+        """The device (its serial is the lock's audience) if ``peer`` may be bootstrapped as ``endpoint``; one read
+        of the device store (issue #7, "Benchmark")."""
         if peer.kind is PeerKind.OPERATIONAL:
             raise Lwm2mRefused(Status.UNAUTHORIZED, "bootstrap needs the device's bootstrap credentials")
         if peer.kind is PeerKind.UNAUTHENTICATED and not self.allow_unauthenticated:
             raise Lwm2mRefused(Status.UNAUTHORIZED, "bootstrap needs DTLS")
-        target = self.devices.bootstrap_target(
+        record, target = self.devices.bootstrap_device(
             endpoint, psk_identity=peer.identity if peer.kind is PeerKind.BOOTSTRAP else None
         )
         if isinstance(target, BootstrapRefusal):
             log.warning("bootstrap of %r refused for %s: %s", endpoint, peer, target.value)
             raise Lwm2mRefused(Status.BAD_REQUEST, target.value)
-        record = self.devices.by_endpoint(endpoint)
-        if record is None:  # pragma: no cover - bootstrap_target found it a moment ago
+        if record is None:  # pragma: no cover - a target is only found for a known device
             raise Lwm2mRefused(Status.BAD_REQUEST, BootstrapRefusal.UNKNOWN_ENDPOINT.value)
-        return record.serial
+        return record
 
     def _account(self, key: OperationalKey) -> ServerAccount:
         assert key.key is not None
@@ -236,13 +237,13 @@ class BootstrapService:
         """
         request = BootstrapPackRequest.from_query(query)
         fmt = choose_pack_format(accept)
-        serial = self._authorize(request.endpoint, peer)
+        device = self._authorize(request.endpoint, peer)
         now = self._now()
-        key = self.credentials.key_for_delivery(serial, now=now, delivered=True)
+        key = self.credentials.key_for_delivery(device.serial, now=now, delivered=True)
         payload = build_bootstrap_pack(
             self._account(key), security_instance_id=PACK_SECURITY_INSTANCE, server_instance_id=PACK_SERVER_INSTANCE
         )
-        self._delivered(serial, key, now)
+        self._delivered(device, key, now)
         return payload, fmt
 
     def start_session(self, query: Sequence[str], peer: Peer) -> BootstrapSession:
@@ -253,7 +254,7 @@ class BootstrapService:
             bootstrap of this device is already running (4.00: answer the running one first).
         """
         request = BootstrapRequest.from_query(query)
-        serial = self._authorize(request.endpoint, peer)
+        serial = self._authorize(request.endpoint, peer).serial
         with self._lock:
             if serial in self._active:
                 raise Lwm2mRefused(Status.BAD_REQUEST, "a bootstrap of this device is already running")
@@ -288,12 +289,14 @@ class BootstrapService:
                 with self._lock:
                     self._active.discard(serial.serial)
 
-    def _delivered(self, serial: str, key: OperationalKey, now: int) -> None:
+    def _delivered(self, device: DeviceRecord, key: OperationalKey, now: int) -> None:
+        """Record a pack's delivery: confirm its key, and clear the device's revocation (``device`` was read by
+        :meth:`_authorize` for this request)."""
+        serial = device.serial
         first = key.delivered_at is None or key.delivered_at == now
         if key.delivered_at is None:
             self.credentials.confirm_delivery(serial, key.generation, now=now)
-        record = self.devices.get(serial)
-        if record is None or record.revoked_at is not None:
+        if device.revoked_at is not None:
             self.devices.mark_provisioned(serial, now=now)
         # a lock pulls periodically: only a new key is news
         log.log(

@@ -16,11 +16,18 @@ effect within that time and one made through this object at once.
 
 The statements of the request path are built once, at import, with bound parameters, so SQLAlchemy finds them in
 its compiled cache instead of building and hashing a new statement per call; reads use connections that send no
-``BEGIN`` on SQLite (:func:`.engine.read_only`).
+``BEGIN`` on SQLite (:func:`.engine.read_only`). The reads of a Bootstrap-Pack (a resource server by audience, a
+lock's key generations, the registry version; issue #7, "Benchmark") go to the driver directly
+(:meth:`SqlStorage._fetch`): one indexed ``SELECT`` each, where SQLAlchemy's connection, transaction, event and
+result objects cost several times the query itself.
 
 Operational keys of bootstrapped locks (``rs_keys``, issue #7) are registry records too: every change bumps the
-registry version, and one generation (the per-DTLS-handshake lookup) is cached like a resource server. LwM2M
-registrations are not: they change with every Update and nothing caches them.
+registry version, and one generation (the per-DTLS-handshake lookup) is cached like a resource server. New
+generations (:meth:`SqlStorage.add_operational_key`: a lock's first bootstrap, a rotation) go through a second
+:class:`~.group_commit.GroupCommitter`: concurrent first bootstraps share one transaction (``executemany`` of their
+key, resource-server and audit rows, one registry-version bump) and one commit, which is most of what a first
+Bootstrap-Pack costs (issue #7, "Benchmark"; docs/bootstrap-design.md, "Delivery"). LwM2M registrations are not
+registry records: they change with every Update and nothing caches them.
 
 Users, access requests, grants and the audit log (issue #5) are written in ordinary write transactions, each with
 its audit entries in the same transaction (:mod:`as_server.storage.base`). The active grants are cached with the
@@ -101,6 +108,9 @@ from as_server.storage.sqlalchemy.token_writer import DUPLICATE_TOKEN, TokenRow,
 __all__ = ["SqlStorage"]
 
 Row = dict[str, Any]
+#: One new operational key generation for the key writer: its ``rs_keys`` row, the ``resource_servers`` row to add
+#: or replace with it (or ``None``), and its audit row (:meth:`SqlStorage.add_operational_key`).
+KeyRows = tuple[Row, Row | None, Row]
 
 _NEWEST_FIRST = (issued_tokens.c.iat.desc(), issued_tokens.c.seq.desc())
 _KEYS_NEWEST_FIRST = (signing_keys.c.created_at.desc(), signing_keys.c.seq.desc())
@@ -108,7 +118,6 @@ _KEYS_NEWEST_FIRST = (signing_keys.c.created_at.desc(), signing_keys.c.seq.desc(
 # Statements of the request path, built once (see the module docstring).
 _t = issued_tokens.c
 _CLIENT = sa.select(clients).where(clients.c.client_id == sa.bindparam("client_id"))
-_RESOURCE_SERVER = sa.select(resource_servers).where(resource_servers.c.audience == sa.bindparam("audience"))
 _SIGNING_KEYS = sa.select(signing_keys).order_by(*_KEYS_NEWEST_FIRST)
 _TOKEN_BY_CTI = sa.select(issued_tokens).where(_t.cti == sa.bindparam("cti"))
 _TOKEN_BY_HASH = sa.select(issued_tokens).where(_t.token_hash == sa.bindparam("token_hash"))
@@ -125,12 +134,25 @@ _TOKEN_BY_POP_KID = (
 _RS_KEY = sa.select(rs_keys).where(
     (rs_keys.c.audience == sa.bindparam("audience")) & (rs_keys.c.generation == sa.bindparam("generation"))
 )
-_REGISTRY_VERSION = sa.select(registry_version.c.version).where(registry_version.c.id == 1)
+# The same reads as driver SQL ({p}: the driver's placeholder), for SqlStorage._fetch.
+_RAW_RESOURCE_SERVER = (
+    f"SELECT {', '.join(c.name for c in resource_servers.c)} FROM {resource_servers.name} WHERE audience = {{p}}"
+)
+_RAW_RS_KEY = f"SELECT {', '.join(c.name for c in rs_keys.c)} FROM {rs_keys.name} WHERE audience = {{p}}"
+_RAW_RS_KEYS_OF = _RAW_RS_KEY + " ORDER BY generation"
+_RAW_RS_KEY_GENERATION = _RAW_RS_KEY + " AND generation = {p}"
+_RAW_REGISTRY_VERSION = f"SELECT version FROM {registry_version.name} WHERE id = 1"
 # An upsert both databases understand (SQLite >= 3.24, PostgreSQL >= 9.5): the row may not exist yet.
-_BUMP_REGISTRY_VERSION = sa.text(
+_BUMP_REGISTRY_VERSION_SQL = (
     "INSERT INTO registry_version (id, version) VALUES (1, 1) "
     "ON CONFLICT (id) DO UPDATE SET version = registry_version.version + 1"
 )
+_BUMP_REGISTRY_VERSION = sa.text(_BUMP_REGISTRY_VERSION_SQL)
+_MAX_KEY_SQL = 1024  # statements the key writer keeps (one per batch size of the IN list, plus a few)
+# The key writer's driver SQL (SqlStorage._sql fills in table, columns and the driver's placeholders).
+_INSERT_SQL = "INSERT INTO {table} ({columns}) VALUES ({values})"
+_EXISTING_SQL = "SELECT audience FROM {table} WHERE audience IN ({many})"
+_UPDATE_SQL = "UPDATE {table} SET {set} WHERE audience = {p}"
 _SIGNING_KEYS_KEY = ("signing_keys",)
 _ACTIVE_GRANTS_KEY = ("active_grants",)
 # Grants that count: not revoked, and not made for a local user who is disabled.
@@ -203,7 +225,18 @@ class SqlStorage(OAuthSqlStore):
         self._committer: GroupCommitter[TokenRow] = GroupCommitter(
             self._write_tokens, max_batch=max_batch, name="ostiary-token-writer"
         )
+        self._key_committer: GroupCommitter[KeyRows] = GroupCommitter(
+            self._write_keys, max_batch=max_batch, name="ostiary-key-writer"
+        )
         self._registry = RegistryCache(self.registry_version, max_age=registry_max_age, clock=monotonic)
+        placeholder = self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._key_sql: dict[tuple[str, str, tuple[str, ...], int], str] = {}
+        self._integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self._raw_sql = {
+            sql: sql.format(p=placeholder)
+            for sql in (_RAW_RESOURCE_SERVER, _RAW_RS_KEYS_OF, _RAW_RS_KEY_GENERATION, _RAW_REGISTRY_VERSION)
+        }
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
     def __repr__(self) -> str:
         return f"SqlStorage({safe_url(self._engine.url)!r})"
@@ -218,12 +251,18 @@ class SqlStorage(OAuthSqlStore):
         """Rows, transactions and largest batch of the token writer (for tests and benchmarks)."""
         return self._committer.stats
 
+    @property
+    def key_commit_stats(self) -> CommitStats:
+        """Rows, transactions and largest batch of the operational key writer (for tests and benchmarks)."""
+        return self._key_committer.stats
+
     def close(self) -> None:
         """Commit the queued token records, stop the writer thread and close every connection. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._committer.close()
+        self._key_committer.close()
         self._engine.dispose()
         self._write_lock.close()
 
@@ -244,6 +283,26 @@ class SqlStorage(OAuthSqlStore):
         with self._read() as conn:
             return conn.execute(statement, params).mappings().first()
 
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        """The rows of one of the ``_RAW_*`` reads, as dictionaries by column name, through the driver (see the
+        module documentation). On SQLite the connection is in autocommit mode (:mod:`.engine`), so the ``SELECT``
+        is its own read transaction, as with :meth:`_read`; on PostgreSQL the pool rolls back on return."""
+        self._check_open()
+        proxied = self._reader.raw_connection()
+        try:
+            cursor = proxied.cursor()
+            try:
+                cursor.execute(self._raw_sql[sql], params)
+                names = [column[0] for column in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            finally:
+                cursor.close()
+        except self._dbapi_error:
+            proxied.invalidate()  # a connection in an unknown state is not reused
+            raise
+        finally:
+            proxied.close()
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         self._check_open()
@@ -263,9 +322,8 @@ class SqlStorage(OAuthSqlStore):
     def registry_version(self) -> int | None:
         """The registry version: changes with every write to clients, resource servers or signing keys (by any
         process); ``None`` before the first. One single-row query."""
-        with self._read() as conn:
-            version = conn.execute(_REGISTRY_VERSION).scalar()
-        return None if version is None else int(version)
+        found = self._fetch(_RAW_REGISTRY_VERSION)
+        return None if not found else int(found[0]["version"])
 
     def _insert_unique(self, table: sa.Table, row: Row, what: str) -> None:
         try:
@@ -317,8 +375,8 @@ class SqlStorage(OAuthSqlStore):
         return self._registry.get(("rs", audience), lambda: self._load_resource_server(audience))
 
     def _load_resource_server(self, audience: str) -> ResourceServer | None:
-        row = self._read_one(_RESOURCE_SERVER, {"audience": audience})
-        return None if row is None else rows.resource_server_from_row(row, self._key)
+        found = self._fetch(_RAW_RESOURCE_SERVER, (audience,))
+        return None if not found else rows.resource_server_from_row(found[0], self._key)
 
     def add_resource_server(self, rs: ResourceServer) -> None:
         """:raises DuplicateError: ``audience`` taken."""
@@ -1037,15 +1095,12 @@ class SqlStorage(OAuthSqlStore):
         )
 
     def _load_operational_key(self, audience: str, generation: int) -> OperationalKey | None:
-        row = self._read_one(_RS_KEY, {"audience": audience, "generation": generation})
-        return None if row is None else rows.operational_key_from_row(row, self._key)
+        found = self._fetch(_RAW_RS_KEY_GENERATION, (audience, generation))
+        return None if not found else rows.operational_key_from_row(found[0], self._key)
 
     def operational_keys(self, audience: str) -> Sequence[OperationalKey]:
         """Every generation of ``audience``, oldest first."""
-        query = sa.select(rs_keys).where(rs_keys.c.audience == audience).order_by(rs_keys.c.generation)
-        with self._read() as conn:
-            result = conn.execute(query).mappings().all()
-        return [rows.operational_key_from_row(row, self._key) for row in result]
+        return [rows.operational_key_from_row(row, self._key) for row in self._fetch(_RAW_RS_KEYS_OF, (audience,))]
 
     def newest_operational_keys(self) -> Sequence[OperationalKey]:
         """The newest generation of each audience, by audience."""
@@ -1071,39 +1126,125 @@ class SqlStorage(OAuthSqlStore):
     ) -> None:
         """Store a new generation and add or replace ``resource_server``, in one transaction.
 
+        Concurrent calls share a transaction and its commit (the key writer, see the module documentation); each
+        call still returns only once its own rows are committed, and fails alone: a generation that exists fails
+        its own call, never the others of its batch.
+
         :raises DuplicateError: the generation exists. :raises ValueError: no key material.
         """
+        self._key_committer.write(self._key_rows(key, resource_server, actor))
+
+    def _key_rows(self, key: OperationalKey, resource_server: ResourceServer | None, actor: str) -> KeyRows:
         if key.key is None:
             raise ValueError("a new generation needs key material")
-        row = rows.operational_key_to_row(key, self._key)
+        self._check_open()
+        entry = AuditEntry(
+            at=key.created_at,
+            action="resource_server.key_created",
+            actor=actor,
+            audience=key.audience,
+            detail=f"generation {key.generation}",
+        )
+        return (
+            rows.operational_key_to_row(key, self._key),
+            None if resource_server is None else rows.resource_server_to_row(resource_server, self._key),
+            rows.audit_to_row(entry),
+        )
+
+    def _write_keys(self, batch: Sequence[KeyRows]) -> list[BaseException | None]:
+        """The key writer's batch (:meth:`add_operational_key`): one transaction and one registry-version bump, through
+        the driver like the token writer (:mod:`.token_writer`: SQLAlchemy's per-statement cost was most of a first
+        Bootstrap-Pack's write). When a row breaks a constraint, the batch is written again row by row in savepoints,
+        so that only that row fails. This process's registry cache is dropped afterwards."""
         try:
-            with self._audited() as conn:
-                conn.execute(sa.insert(rs_keys), row)
-                if resource_server is not None:
-                    rs_row = rows.resource_server_to_row(resource_server, self._key)
-                    values = {name: value for name, value in rs_row.items() if name != "audience"}
-                    updated = conn.execute(
-                        sa.update(resource_servers)
-                        .where(resource_servers.c.audience == resource_server.audience)
-                        .values(values)
-                    )
-                    if updated.rowcount == 0:
-                        conn.execute(sa.insert(resource_servers), rs_row)
-                self._bump(conn)
-                self._log(
-                    conn,
-                    AuditEntry(
-                        at=key.created_at,
-                        action="resource_server.key_created",
-                        actor=actor,
-                        audience=key.audience,
-                        detail=f"generation {key.generation}",
-                    ),
-                )
-        except sa.exc.IntegrityError as exc:
-            if is_unique_violation(exc):
-                raise DuplicateError(f"generation {key.generation} of {key.audience!r} exists") from exc
+            with self._write_lock:
+                proxied = self._engine.raw_connection()
+                try:
+                    connection = proxied.driver_connection
+                    try:
+                        return self._key_transaction(connection, batch, one_by_one=False)
+                    except self._integrity_error as exc:
+                        if len(batch) == 1:
+                            return [_key_error(exc, batch[0])]
+                    return self._key_transaction(connection, batch, one_by_one=True)
+                except self._dbapi_error:
+                    proxied.invalidate()  # a connection in an unknown state is not reused
+                    raise
+                finally:
+                    proxied.close()
+        finally:
+            self._registry.invalidate()
+
+    def _key_transaction(
+        self, connection: Any, batch: Sequence[KeyRows], *, one_by_one: bool
+    ) -> list[BaseException | None]:
+        """Write ``batch`` in one transaction: all at once (a constraint violation raises and nothing is written), or
+        row by row in savepoints (each row's violation is its outcome)."""
+        outcomes: list[BaseException | None] = []
+        cursor = connection.cursor()
+        try:
+            if self._engine.dialect.name == "sqlite":  # autocommit mode (engine.py): take the write lock up front
+                cursor.execute("BEGIN IMMEDIATE")
+            if not one_by_one:
+                self._insert_keys(cursor, batch)
+                outcomes = [None] * len(batch)
+            else:
+                for item in batch:
+                    cursor.execute("SAVEPOINT key_row")
+                    try:
+                        self._insert_keys(cursor, [item])
+                        outcomes.append(None)
+                    except self._integrity_error as exc:
+                        cursor.execute("ROLLBACK TO SAVEPOINT key_row")
+                        outcomes.append(_key_error(exc, item))
+                    cursor.execute("RELEASE SAVEPOINT key_row")
+            if any(outcome is None for outcome in outcomes):
+                cursor.execute(_BUMP_REGISTRY_VERSION_SQL)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
             raise
+        finally:
+            cursor.close()
+        return outcomes
+
+    def _sql(self, template: str, table: sa.Table, names: Sequence[str] = (), *, rows_in: int = 0) -> str:
+        """Driver SQL for the key writer from one of the ``_*_SQL`` templates, cached."""
+        key = (template, table.name, tuple(names), rows_in)
+        sql = self._key_sql.get(key)
+        if sql is None:
+            p = self._placeholder
+            sql = template.format(
+                table=table.name,
+                columns=", ".join(names),
+                values=", ".join([p] * len(names)),
+                set=", ".join(f"{name} = {p}" for name in names),
+                many=", ".join([p] * rows_in),
+                p=p,
+            )
+            if len(self._key_sql) < _MAX_KEY_SQL:
+                self._key_sql[key] = sql
+        return sql
+
+    def _insert_keys(self, cursor: Any, batch: Sequence[KeyRows]) -> None:
+        """The rows of ``batch`` inside the current transaction: keys first (a generation that exists fails before
+        anything else is written), then the resource servers (replaced where they exist), then the audit."""
+        keys = [key for key, _, _ in batch]
+        cursor.executemany(self._sql(_INSERT_SQL, rs_keys, list(keys[0])), [tuple(key.values()) for key in keys])
+        servers = [rs for _, rs, _ in batch if rs is not None]
+        if servers:
+            audiences = [rs["audience"] for rs in servers]
+            cursor.execute(self._sql(_EXISTING_SQL, resource_servers, rows_in=len(audiences)), audiences)
+            existing = {row[0] for row in cursor.fetchall()}
+            names = [name for name in servers[0] if name != "audience"]
+            updates = [(*(rs[n] for n in names), rs["audience"]) for rs in servers if rs["audience"] in existing]
+            if updates:
+                cursor.executemany(self._sql(_UPDATE_SQL, resource_servers, names), updates)
+            inserts = [tuple(rs.values()) for rs in servers if rs["audience"] not in existing]
+            if inserts:
+                cursor.executemany(self._sql(_INSERT_SQL, resource_servers, list(servers[0])), inserts)
+        entries = [entry for _, _, entry in batch]
+        cursor.executemany(self._sql(_INSERT_SQL, audit_log, list(entries[0])), [tuple(e.values()) for e in entries])
 
     def confirm_operational_key(self, audience: str, generation: int, *, now: int, retire_at: int) -> bool:
         """Mark delivered; switch the RS's token key and retire older generations when it is the newest delivered
@@ -1300,6 +1441,16 @@ def _check_registration_update(lifetime: int | None, object_links: str | None) -
         raise ValueError(f"object links longer than {MAX_OBJECT_LINKS} characters")
     if lifetime is not None and lifetime < 0:
         raise ValueError("lifetime must not be negative")
+
+
+def _key_error(exc: BaseException, item: KeyRows) -> BaseException:
+    """What :meth:`SqlStorage.add_operational_key` raises for a row that broke a constraint."""
+    if not is_unique_violation(exc):
+        return exc
+    key = item[0]
+    error = DuplicateError(f"generation {key['generation']} of {key['audience']!r} exists")
+    error.__cause__ = exc
+    return error
 
 
 class _NotDecided(Exception):
