@@ -11,6 +11,15 @@ here and in :class:`~as_server.consent.ConsentService` (approvals, denials and g
   entries of *their sites* and may revoke those tokens; sees the client list and the policy, read-only.
 * ``user``: nothing; the console refuses the sign-in (403).
 
+**Devices** (issue #7, "Ownership"): the factory's device registry (``$OSTIARY_HOME/devices.db``, opened lazily with
+the master key by :class:`DeviceRegistry`; the console never creates it). Admins see every device; managers see
+the devices assigned to their sites (a device's site matched against their patterns as a lock's audience is) and
+nothing else -- not the unclaimed ones. A manager claims a device by its enrolment id for one of their sites
+(the first claim wins, as with ``ostiary factory claim``) and releases a device of their sites, which, as
+``ostiary factory release`` does, also revokes the lock's operational credentials at the AS
+(:meth:`~as_server.bootstrap.operational.OperationalCredentials.revoke`). Both are audited (``device.claimed``,
+``device.released``, with the site as the entry's audience).
+
 **Sites.** A manager's sites are audience patterns stored for them (table ``manager_sites``; set with
 ``ostiary user sites NAME PATTERN...`` or by an admin in the console): exact audiences (``front-door``) or globs
 as policy files write them (``building-a/*``, :func:`fnmatch.fnmatchcase`, where ``*`` also matches ``/``). A
@@ -43,17 +52,26 @@ import io
 import logging
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ace_core.errors import WireFormatError
 from ace_core.keys import b64url_decode, b64url_encode
 from ace_core.registry import AceProfile, CoseAlgorithm
 from as_server import audit
+from as_server.bootstrap.devices import (
+    AlreadyClaimed,
+    DeviceRecord,
+    DeviceStoreError,
+    EditableDeviceStore,
+    NotClaimed,
+    UnknownDevice,
+)
 from as_server.consent import Approver, ConsentService, grant_scope, parse_approval
 from as_server.errors import ApiBadRequest, ApiConflict, ApiForbidden, ApiNotFound
 from as_server.identity import PasswordHasher
@@ -76,12 +94,18 @@ from as_server.sealing import SealingError, generate_secret, hash_secret
 from as_server.storage.base import AuditQuery, DuplicateError, NotFoundError, Storage
 from policies.scopes import format_scope
 
+if TYPE_CHECKING:
+    from as_server.bootstrap.operational import OperationalCredentials
+    from as_server.config import Settings
+
 __all__ = [
     "CONSOLE_BINDING",
     "PAGE_SIZE",
     "SESSION_AAD",
     "ConsoleService",
     "ConsoleUser",
+    "DeviceRegistry",
+    "DeviceRow",
     "Page",
     "Session",
     "SessionCodec",
@@ -103,6 +127,9 @@ MAX_OFFSET: Final = 10_000
 MAX_FIELD: Final = 256
 _SESSION_LAYOUT: Final = struct.Struct(">16sQQ")  # session id, signed in at, last seen; then the UTF-8 user name
 _CONSOLE_ROLES: Final = frozenset({UserRole.ADMIN, UserRole.MANAGER})
+#: What the console says while ``devices.db`` does not exist.
+NO_DEVICES: Final = "No factory batch was recorded yet: 'ostiary factory batch' records the devices it makes."
+_GLOB: Final = frozenset("*?[")
 
 
 def matches_sites(audience: str | None, sites: Iterable[str]) -> bool:
@@ -214,6 +241,78 @@ class Page:
         return self.number > 1
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """A device as the console lists it: the registry's record, the lock's state at the AS and its last contact."""
+
+    record: DeviceRecord
+    #: ``decommissioned``, ``revoked`` (released, or its keys revoked), ``bootstrapped`` (the AS has its resource
+    #: server, enabled) or ``not bootstrapped``.
+    state: str
+    #: When the lock last registered or updated at ``/rd`` (``None``: never).
+    last_contact: int | None
+
+
+class DeviceRegistry:
+    """The deployment's device store (``$OSTIARY_HOME/devices.db``), opened at first use with the master key.
+
+    While the file does not exist, :meth:`store` answers ``None`` and creates nothing (``ostiary factory batch``
+    creates it); it looks again at the next call. Thread-safe: one store object, itself thread-safe.
+
+    :param path: the SQLite file.
+    :param master_key: loads the master key (called once, when the file is first opened).
+    """
+
+    def __init__(self, path: Path, master_key: Callable[[], Any]) -> None:
+        self.path = path
+        self._master_key = master_key
+        self._lock = threading.Lock()
+        self._store: EditableDeviceStore | None = None
+
+    def __repr__(self) -> str:
+        return f"DeviceRegistry({str(self.path)!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeviceRegistry:
+        """The registry of the deployment ``settings`` describe (as ``ostiary factory`` opens it)."""
+        from as_server.bootstrap.device_db import DEVICE_DB_FILE
+        from as_server.sealing import MasterKey
+
+        return cls(settings.home / DEVICE_DB_FILE, lambda: MasterKey.load(settings.master_key_file))
+
+    def store(self) -> EditableDeviceStore | None:
+        """The opened store, or ``None`` when no batch was recorded yet.
+
+        :raises ApiConflict: no master key, or the file was made under another master key or by another version.
+        """
+        with self._lock:
+            if self._store is not None:
+                return self._store
+            if not self.path.exists():
+                return None
+            from as_server.bootstrap.device_db import SqliteDeviceStore
+
+            try:
+                self._store = SqliteDeviceStore(self.path, self._master_key())
+            except (FileNotFoundError, PermissionError, ValueError):
+                log.error("console: cannot load the master key to open %s", self.path, exc_info=True)
+                raise ApiConflict("The device registry cannot be opened: the master key is missing.") from None
+            except SealingError:
+                raise ApiConflict("The device registry was created under another master key.") from None
+            except DeviceStoreError as exc:
+                log.error("console: cannot open %s: %s", self.path, exc)
+                raise ApiConflict("The device registry cannot be opened (see the server log).") from None
+            return self._store
+
+    def close(self) -> None:
+        """Close the store if it was opened (it is opened again at the next :meth:`store`)."""
+        with self._lock:
+            store, self._store = self._store, None
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+
+
 def page_number(raw: str | None) -> int:
     """A ``page`` query value: a number from 1; anything else is page 1."""
     if raw is None or not raw.isdigit() or len(raw) > 6:
@@ -290,6 +389,10 @@ class ConsoleService:
     :param policy: the AS's policy (``explain``), and ``policy_file`` the file it was read from.
     :param clock: seconds since the epoch.
     :param hasher: hashes the passwords of users added in the console.
+    :param devices: the device registry (issue #7); ``None``: :meth:`attach_devices` sets it later (the HTTP
+        transport does, from the AS's settings), until then the device pages say no batch was recorded.
+    :param credentials: revokes a released lock's operational credentials (``ostiary factory release`` does the
+        same); ``None``: built by :meth:`attach_devices`, or on the storage with the default settings.
     """
 
     def __init__(
@@ -305,6 +408,8 @@ class ConsoleService:
         policy_file: Path | None = None,
         clock: Callable[[], float] = time.time,
         hasher: PasswordHasher | None = None,
+        devices: DeviceRegistry | None = None,
+        credentials: OperationalCredentials | None = None,
     ) -> None:
         self.storage = storage
         self.consent = consent
@@ -315,6 +420,8 @@ class ConsoleService:
         self.policy_file = policy_file
         self.clock = clock
         self._hasher = hasher if hasher is not None else PasswordHasher()
+        self.device_registry = devices
+        self._credentials = credentials
 
     def now(self) -> int:
         """The clock, in whole seconds."""
@@ -570,6 +677,182 @@ class ConsoleService:
             [AuditEntry(at=now, action="resource_server.created", actor=who.actor, audience=audience)]
         )
         return rs, key.to_cbor().hex()
+
+    # -- devices (issue #7, "Ownership") ------------------------------------------------------------------------
+
+    def attach_devices(self, settings: Settings) -> None:
+        """Use the device registry of ``settings``'s deployment and revoke released locks' credentials as ``ostiary
+        factory release`` does (the same :class:`~as_server.bootstrap.operational.OperationalCredentials`
+        settings); what was given to the constructor is kept."""
+        from as_server.bootstrap.operational import OperationalCredentials
+
+        if self.device_registry is None:
+            self.device_registry = DeviceRegistry.from_settings(settings)
+        if self._credentials is None:
+            self._credentials = OperationalCredentials(
+                self.storage,
+                rotation_age=settings.key_rotation_age,
+                overlap=settings.key_overlap or None,
+                exi_upload_window=settings.exi_upload_window,
+            )
+
+    def device_store(self) -> EditableDeviceStore | None:
+        """The device store, or ``None`` while no factory batch was recorded (see :class:`DeviceRegistry`)."""
+        return None if self.device_registry is None else self.device_registry.store()
+
+    def _required_store(self) -> EditableDeviceStore:
+        store = self.device_store()
+        if store is None:
+            raise ApiConflict(NO_DEVICES)
+        return store
+
+    @staticmethod
+    def _may_manage(who: ConsoleUser, site: str | None) -> bool:
+        """Whether ``who`` acts for ``site`` (admins: every site; nobody acts for "no site" but admins)."""
+        return who.is_admin or matches_sites(site, who.sites)
+
+    def claim_sites(self, who: ConsoleUser) -> list[str]:
+        """The sites offered in the claim form: ``who``'s exact site names (admins: every manager's); a pattern
+        with a glob is not offered (:meth:`may_type_site`)."""
+        if who.is_admin:
+            patterns: set[str] = set()
+            for user in self.storage.list_users():
+                if user.role == UserRole.MANAGER:
+                    patterns.update(self.storage.manager_sites(user.name))
+        else:
+            patterns = set(who.sites)
+        return sorted(p for p in patterns if not _GLOB & set(p))
+
+    @staticmethod
+    def may_type_site(who: ConsoleUser) -> bool:
+        """Whether the claim form also takes a typed site: admins, and managers with a glob pattern."""
+        return who.is_admin or any(_GLOB & set(p) for p in who.sites)
+
+    def devices(self, who: ConsoleUser, number: int = 1, *, site: str | None = None) -> Page | None:
+        """The devices ``who`` may see (admins: all, unclaimed ones too; managers: those assigned to their sites),
+        by serial number, optionally only ``site``'s, as :class:`DeviceRow`; ``None`` while no batch was recorded.
+        """
+        store = self.device_store()
+        if store is None:
+            return None
+        site = _clean(site, "site")
+        if site is not None and not self._may_manage(who, site):
+            return Page([], 1, False)
+
+        def fetch(limit: int) -> list[DeviceRecord]:
+            if who.is_admin or site is not None:
+                return list(store.list_devices(site=site, limit=limit))
+            exact = [p for p in who.sites if not _GLOB & set(p)]
+            if len(exact) == len(who.sites):  # no globs: the store's index per site
+                found: list[DeviceRecord] = []
+                for name in exact:
+                    found.extend(store.list_devices(site=name, limit=limit))
+                return sorted(found, key=lambda r: r.serial)[:limit]
+            wide = store.list_devices(limit=None)
+            return [r for r in wide if matches_sites(r.site, who.sites)][:limit]
+
+        page = _paginate(fetch, number)
+        return dataclasses.replace(page, rows=[self._device_row(r) for r in page.rows])
+
+    def _device_row(self, record: DeviceRecord) -> DeviceRow:
+        registration = self.storage.registration_of(record.serial)
+        rs = self.storage.get_resource_server(record.serial)
+        if record.decommissioned_at is not None:
+            state = "decommissioned"
+        elif record.revoked_at is not None or (rs is not None and not rs.enabled):
+            state = "revoked"
+        elif rs is not None:
+            state = "bootstrapped"
+        else:
+            state = "not bootstrapped"
+        return DeviceRow(record, state, None if registration is None else registration.last_contact)
+
+    def claim_device(self, who: ConsoleUser, enrolment_id: str, site: str, *, now: int) -> DeviceRecord:
+        """Claim the unclaimed device with ``enrolment_id`` (as typed: case, spaces, hyphens and the look-alikes
+        O/I/L do not matter) for ``site``, one of ``who``'s sites; the first claim wins (``ostiary factory
+        claim``). Audited as ``device.claimed``.
+
+        :raises ApiBadRequest: not an enrolment id (the message says what is wrong), or not a site name.
+        :raises ApiForbidden: ``who`` does not manage ``site``.
+        :raises ApiNotFound: no device has this enrolment id.
+        :raises ApiConflict: the device already belongs to a site (which one is not said), or no batch was recorded.
+        """
+        from ace_core.lwm2m.identifiers import EnrolmentIdError, InvalidName, check_site, parse_enrolment_id
+
+        name = _clean(site, "site", required=True)
+        assert name is not None
+        try:
+            name = check_site(name)
+        except InvalidName as exc:
+            raise ApiBadRequest(str(exc)) from None
+        if not self._may_manage(who, name):
+            raise ApiForbidden("You do not manage this site.")
+        try:
+            canonical = parse_enrolment_id(enrolment_id or "")
+        except EnrolmentIdError as exc:
+            raise ApiBadRequest(f"Not an enrolment id: {exc}.") from None
+        store = self._required_store()
+        try:
+            record = store.claim(canonical, name, now=now)
+        except UnknownDevice:
+            raise ApiNotFound("No device has this enrolment id.") from None
+        except AlreadyClaimed:
+            raise ApiConflict(
+                "This device is already claimed: the first claim won. It can be claimed again once released."
+            ) from None
+        detail = f"{record.serial} ({record.endpoint}) claimed by its enrolment id"
+        self.storage.append_audit(
+            [AuditEntry(at=now, action="device.claimed", actor=who.actor, audience=name, detail=detail)]
+        )
+        log.info("device %s claimed for site %s by %s", record.serial, name, who.actor)
+        return record
+
+    def device(self, who: ConsoleUser, serial: str) -> DeviceRow:
+        """One device ``who`` may see. :raises ApiNotFound: unknown, or not in ``who``'s sites (the same answer)."""
+        store = self._required_store()
+        clean = _clean(serial, "serial", required=True)
+        record = store.get(clean or "")
+        if record is None or not self._may_manage(who, record.site):
+            raise ApiNotFound("No such device.")
+        return self._device_row(record)
+
+    def release_device(self, who: ConsoleUser, serial: str, *, now: int) -> tuple[DeviceRecord, str, int | None]:
+        """Release a device of ``who``'s sites (``ostiary factory release``): it becomes unclaimed (claimable
+        again by its enrolment id) and the lock's operational credentials are revoked at the AS: its keys erased,
+        its resource server disabled, its tokens revoked. Audited as ``device.released`` (and the revocation as
+        ``resource_server.revoked``).
+
+        :returns: the released record, the site it was released from, and how many tokens were revoked (``None``
+            when the lock was never bootstrapped: the AS has no resource server of that name).
+        :raises ApiNotFound: unknown, or not in ``who``'s sites (the same answer).
+        :raises ApiConflict: the device is not assigned to a site (admins), or no batch was recorded.
+        """
+        from as_server.bootstrap.operational import OperationalCredentials, UnknownLock
+
+        store = self._required_store()
+        before = self.device(who, serial).record
+        if before.site is None:
+            raise ApiConflict("The device is not assigned to a site: there is nothing to release.")
+        try:
+            record = store.release(before.serial, now=now)
+        except UnknownDevice:
+            raise ApiNotFound("No such device.") from None
+        except NotClaimed:
+            raise ApiConflict("The device is not assigned to a site: there is nothing to release.") from None
+        credentials = self._credentials
+        if credentials is None:
+            credentials = OperationalCredentials(self.storage, rotation_age=30 * 86400)
+        try:
+            revoked: int | None = int(credentials.revoke(record.serial, now=now, actor=who.actor))
+        except UnknownLock:
+            revoked = None
+        what = "never bootstrapped" if revoked is None else f"credentials revoked, {revoked} tokens revoked"
+        detail = f"{record.serial} ({record.endpoint}) released: {what}"
+        self.storage.append_audit(
+            [AuditEntry(at=now, action="device.released", actor=who.actor, audience=before.site, detail=detail)]
+        )
+        log.info("device %s released from site %s by %s (%s)", record.serial, before.site, who.actor, what)
+        return record, before.site, revoked
 
     # -- users, groups, sites (admins) -----------------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ twins under ``/console/api/``. The logic and every permission check are in :clas
   ``POST /console/api/clients/<id>/rotate|disable|enable``, ``POST /console/api/locks`` (``audience``,
   ``max_lifetime``), ``GET /console/api/users``, ``POST /console/api/users`` (``name``, ``role``, ``password``...),
   ``POST /console/api/users/<name>/disable|enable``, ``PUT /console/api/users/<name>/sites`` (``{"sites": [...]}``),
-  ``GET /console/api/audit`` (the audit page's filters).
+  ``GET /console/api/audit`` (the audit page's filters), ``GET /console/api/devices`` (``site``, ``page``),
+  ``POST /console/api/devices/claim`` (``enrolment_id``, ``site``), ``POST /console/api/devices/<serial>/release``
+  (``tokens_revoked``: ``null`` when the lock was never bootstrapped).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from ace_core.errors import AceError
 from as_server.app import AuthorizationServer
 from as_server.console import (
     CONSOLE_BINDING,
+    NO_DEVICES,
     ConsoleService,
     ConsoleUser,
+    DeviceRow,
     contact_text,
     iso,
     page_number,
@@ -86,6 +90,7 @@ def _nav(who: ConsoleUser) -> list[tuple[str, str]]:
         ("/console/grants", "Grants"),
         ("/console/tokens", "Tokens"),
         ("/console/locks", "Locks"),
+        ("/console/devices", "Devices"),
         ("/console/clients", "Clients"),
     ]
     if who.is_admin:
@@ -137,6 +142,7 @@ def install(app: Flask, server: AuthorizationServer) -> None:
     base = server.settings.effective_http_base_url
     secure = not (base.startswith("http://") and (urlsplit(base).hostname or "") in _LOOPBACK)
     app.extensions["ostiary.console_error"] = render_error
+    console.attach_devices(server.settings)  # the device registry in $OSTIARY_HOME, opened at first use
 
     def set_cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
         response.set_cookie(
@@ -418,6 +424,50 @@ def install(app: Flask, server: AuthorizationServer) -> None:
             contacts=console.last_contacts(found.rows), notice="The lock is registered.",
         )  # fmt: skip
 
+    def devices_page(who: ConsoleUser, code: int = 200, **context: Any) -> Response:
+        site = request.args.get("site", "")
+        found = console.devices(who, page_number(request.args.get("page")), site=site)
+        return page(
+            "devices.html", code, title="Devices", page=found, site=site, args=args_for(site=site),
+            no_devices=NO_DEVICES, sites=console.claim_sites(who), type_site=console.may_type_site(who),
+            form=context.pop("form", {}), **context,
+        )  # fmt: skip
+
+    @app.get(CONSOLE_PATH + "/devices")
+    @view
+    def console_devices(who: ConsoleUser) -> Response:
+        return devices_page(who)
+
+    @app.post(CONSOLE_PATH + "/devices/claim")
+    @view
+    def console_claim_device(who: ConsoleUser) -> Response:
+        typed = (request.form.get("site_other") or "").strip()
+        site = typed or request.form.get("site", "")
+        try:
+            record = console.claim_device(who, request.form.get("enrolment_id", ""), site, now=console.now())
+        except ApiError as exc:  # the form again, with what was entered and why not
+            return devices_page(who, exc.http_status, error=exc.description, form=request.form)
+        notice = f"Claimed {record.serial} ({record.endpoint}) for site {record.site}."
+        return devices_page(who, notice=notice)
+
+    @app.get(CONSOLE_PATH + "/devices/<serial>/release")
+    @view
+    def console_confirm_release(who: ConsoleUser, serial: str) -> Response:
+        row = console.device(who, serial)
+        return page("release.html", title="Release a device", row=row)
+
+    @app.post(CONSOLE_PATH + "/devices/<serial>/release")
+    @view
+    def console_release_device(who: ConsoleUser, serial: str) -> Response:
+        record, site, revoked = console.release_device(who, serial, now=console.now())
+        what = (
+            "it was never bootstrapped, so there were no credentials to revoke"
+            if revoked is None
+            else f"its operational keys are erased, its resource server disabled and {revoked} token(s) revoked"
+        )
+        notice = f"Released {record.serial} from site {site}: it is unclaimed now; {what}."
+        return devices_page(who, notice=notice)
+
     @app.get(CONSOLE_PATH + "/users")
     @view
     def console_users(who: ConsoleUser) -> Response:
@@ -596,6 +646,43 @@ def _install_api(app: Flask, server: AuthorizationServer, console: ConsoleServic
     def add_lock(who: ConsoleUser) -> Any:
         rs, key = console.register_lock(who, form(), now=console.now())
         return {"audience": rs.audience, "key": key}
+
+    def device_json(row: DeviceRow) -> dict[str, Any]:
+        r = row.record
+        return {
+            "serial": r.serial,
+            "model": r.model,
+            "endpoint": r.endpoint,
+            "batch": r.batch_id,
+            "site": r.site,
+            "assignment": r.assignment.value,
+            "assigned_at": r.assigned_at,
+            "released_at": r.released_at,
+            "revoked_at": r.revoked_at,
+            "decommissioned_at": r.decommissioned_at,
+            "state": row.state,
+            "last_contact": row.last_contact,
+        }
+
+    @endpoint("/devices", ["GET"])
+    def devices(who: ConsoleUser) -> Any:
+        found = console.devices(who, page_number(request.args.get("page")), site=request.args.get("site"))
+        if found is None:
+            return {"recorded": False, "devices": [], "page": 1, "has_next": False}
+        rows = [device_json(row) for row in found.rows]
+        return {"recorded": True, "devices": rows, "page": found.number, "has_next": found.has_next}
+
+    @endpoint("/devices/claim", ["POST"])
+    def claim_device(who: ConsoleUser) -> Any:
+        values = form()
+        record = console.claim_device(who, values.get("enrolment_id", ""), values.get("site", ""), now=console.now())
+        return device_json(console.device(who, record.serial))
+
+    @endpoint("/devices/<serial>/release", ["POST"])
+    def release_device(who: ConsoleUser, serial: str) -> Any:
+        record, site, revoked = console.release_device(who, serial, now=console.now())
+        return {"serial": record.serial, "released_from": site, "assignment": record.assignment.value,
+                "tokens_revoked": revoked}  # fmt: skip
 
     @endpoint("/clients", ["GET"])
     def clients(who: ConsoleUser) -> Any:

@@ -2,7 +2,8 @@
 a client asks over CoAP and is told to wait for consent -> a manager signs in, sees the request on the dashboard,
 approves it with a narrower weekly window -> the client's next token expires by the window's end -> a revocation
 in the console makes introspection answer inactive. Also: a POST without the CSRF token, a ``user``-role account and
-a manager who is not an approver (and manages another site) are refused.
+a manager who is not an approver (and manages another site) are refused. And a manager claims a device of the
+factory's batch for their site with the devices page's form (issue #7, "Ownership").
 
 Driven by Playwright with the system's Chromium (Debian ``chromium``, installed by ``make test`` when missing; no
 ``playwright install``). Skipped when either is missing. Every wait has an explicit bound (:data:`STEP_MS`). The run
@@ -30,6 +31,9 @@ from ace_core.messages import (
 )
 from ace_core.scope import AifScope
 from as_server.app import AuthorizationServer
+from as_server.bootstrap.device_db import DEVICE_DB_FILE, SqliteDeviceStore
+from as_server.bootstrap.devices import BatchRecord
+from as_server.sealing import MasterKey
 from tests.as_server.consent_fixtures import PASSWORDS, add_people
 from tests.as_server.transport.harness import (
     LOCK_INTROSPECTION_SECRET,
@@ -40,6 +44,7 @@ from tests.as_server.transport.harness import (
     start,
 )
 from tests.as_server.transport.wire import basic
+from tests.console.test_console_devices import BATCH, DEVICES
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -78,10 +83,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, loops: LoopThread) -> I
         stack.callback(server.close)
         running = start(server, loops)
         stack.callback(running.stop)
+        registry = server.console.device_registry
+        assert registry is not None and registry.path == home / DEVICE_DB_FILE
+        stack.callback(registry.close)
         add_people(server.storage)
         now = int(datetime.now(UTC).timestamp())
         server.storage.set_manager_sites("frank", ["front-door"], actor="cli:test", now=now)
         server.storage.set_manager_sites("mallory", ["building-b/*"], actor="cli:test", now=now)
+        with SqliteDeviceStore(registry.path, MasterKey.load(settings.master_key_file)) as devices:
+            devices.add_batch(BatchRecord(batch_id=BATCH, model="L1", count=1, site=None, created_at=now), bytes(32))
+            devices.add_many(DEVICES[:1], now=now)
+            devices.complete_batch(BATCH)
         yield running
 
 
@@ -222,3 +234,21 @@ def test_wrong_roles_are_refused(deployment: Running, page: Any) -> None:
     if request_id is not None:
         response = page.goto(dep.http.base + f"/console/requests/{request_id}")
         assert response is not None and response.status == 403
+
+
+def test_manager_claims_a_device_with_the_form(deployment: Running, page: Any) -> None:
+    dep = deployment
+    sign_in(page, dep, "frank")
+    page.click("nav a[href='/console/devices']")
+    page.wait_for_load_state()
+    assert "L1-00000001" not in page.inner_text("main")  # unclaimed: not shown to a manager
+    page.fill("#enrolment_id", DEVICES[0].enrolment_id.lower().replace("-", " "))
+    page.select_option("#claim-site", "front-door")
+    page.click("#claim")
+    page.wait_for_load_state()
+    assert "Claimed L1-00000001" in page.inner_text("#notice")
+    assert "L1-00000001" in page.inner_text("#devices")
+    page.fill("#enrolment_id", DEVICES[0].enrolment_id)  # the same id again: the first claim won
+    page.click("#claim")
+    page.wait_for_load_state()
+    assert "already claimed" in page.inner_text("#error")
