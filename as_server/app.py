@@ -55,9 +55,11 @@ def _host_for_uri(host: str) -> str:
 
 def storage_pool_size(settings: Settings) -> int:
     """Database connections one AS process keeps open: one per request thread (HTTP workers and the CoAP process
-    each use one of the two thread counts), plus one for the token writer and one spare. With fewer, connections
-    beyond the pool are opened and closed per request, which on SQLite means re-running its set-up pragmas."""
-    return max(settings.http_threads, settings.coap_threads) + 2
+    each use one of the two thread counts; the CoAP process also runs the bootstrap server's threads), plus one for
+    the token writer and one spare. With fewer, connections beyond the pool are opened and closed per request,
+    which on SQLite means re-running its set-up pragmas."""
+    bootstrap = settings.bootstrap_threads if settings.bootstrap_dtls_port or settings.bootstrap_plain_port else 0
+    return max(settings.http_threads, settings.coap_threads + bootstrap) + 2
 
 
 def csrf_sealer(settings: Settings) -> Sealer:

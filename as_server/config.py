@@ -128,6 +128,13 @@ class Settings:
     bootstrap_server_uri: str = ""
     #: The registration lifetime written to locks (``/1/x/1``, seconds): a lock updates its registration within it.
     bootstrap_lifetime: int = 3600
+    #: Threads running the bootstrap server's requests in the ``ostiary as serve`` process (a pool of its own, beside
+    #: the ``coap_threads``). A first bootstrap holds its thread until its key is committed, so these bound how many
+    #: keys share one group commit (4 threads: 1.7 keys per commit with 50 devices bootstrapping at once), but every
+    #: thread more contends for the one GIL: in benchmarks/bench_bootstrap ``--part dtls --devices 1000`` (two
+    #: cores) a first bootstrap cost the server 1.3-2.1 ms of CPU with 4 threads, 1.8-2.2 ms with 16 (the CoAP pool,
+    #: which it shared before).
+    bootstrap_threads: int = 4
     #: A lock's AS<->lock key is replaced at its first bootstrap after it is this old (seconds; 0 = never by age).
     key_rotation_age: int = 30 * 86400
     #: After a new key is delivered, the old one stays usable this long (seconds; 0 = the lock's maximum token

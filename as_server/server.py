@@ -3,7 +3,8 @@
 * **CoAP** (RFC 9200 §5, ``application/ace+cbor``) runs in this process's asyncio loop
   (:func:`as_server.transport.coap.start_coap`), its endpoint calls in a pool of :attr:`Settings.coap_threads`
   threads: each request holds its thread until its token is committed, so the pool bounds how many tokens can
-  share one group commit.
+  share one group commit. The bootstrap server (issue #7) runs in the same loop, its calls in a pool of its own
+  (:func:`bootstrap_executor`).
 * **HTTP** runs as ``python -m gunicorn --workers N --threads M -k gthread ... as_server.transport.wsgi:app``:
   gunicorn forks its workers, and each worker opens its own storage after the fork
   (:mod:`as_server.transport.gunicorn_conf`), so no database handle crosses a fork. The child gets the same
@@ -130,7 +131,7 @@ async def _run(server: AuthorizationServer) -> int:
     context = await start_coap(server, settings.coap_host, settings.coap_port, executor=executor)
     log.info("CoAP endpoints on %s/token and %s/introspect", coap_base_url(settings), coap_base_url(settings))
     try:
-        bootstrap = await _start_bootstrap(server, executor)
+        bootstrap = await _start_bootstrap(server)
     except BaseException:
         await context.shutdown()
         raise
@@ -176,39 +177,62 @@ async def _run(server: AuthorizationServer) -> int:
     return status
 
 
+def bootstrap_executor(settings: Settings) -> concurrent.futures.ThreadPoolExecutor:
+    """The bootstrap server's thread pool: :attr:`Settings.bootstrap_threads` threads of its own rather than the
+    CoAP side's pool, whose 16 threads would contend for the GIL (benchmarks.bootstrap_load starts its bootstrap
+    server with this pool too)."""
+    return concurrent.futures.ThreadPoolExecutor(settings.bootstrap_threads, thread_name_prefix="ostiary-bootstrap")
+
+
 class _Bootstrap:
     """The bootstrap server of ``ostiary as serve`` (issue #7), or nothing when it is turned off."""
 
-    def __init__(self, transport: Any = None, close_service: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        transport: Any = None,
+        close_service: Callable[[], None] | None = None,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         self._transport = transport
         self._close_service = close_service
+        self._executor = executor
 
     async def close(self) -> None:
         if self._transport is not None:
             await self._transport.close()
+        if self._executor is not None:
+            # after the transport: its closing waits for the calls it still runs there
+            await asyncio.to_thread(self._executor.shutdown)
         if self._close_service is not None:
             self._close_service()
-        self._transport = self._close_service = None
+        self._transport = self._close_service = self._executor = None
 
 
-async def _start_bootstrap(server: AuthorizationServer, executor: concurrent.futures.Executor) -> _Bootstrap:
+async def _start_bootstrap(server: AuthorizationServer) -> _Bootstrap:
     settings = server.settings
     if not settings.bootstrap_dtls_port and not settings.bootstrap_plain_port:
         return _Bootstrap()
     from as_server.bootstrap.server import open_bootstrap_service
     from as_server.transport.bootstrap_coap import BootstrapCoapServer
 
-    service, close_service = await asyncio.get_running_loop().run_in_executor(executor, open_bootstrap_service, server)
+    executor = bootstrap_executor(settings)
     try:
-        transport = await BootstrapCoapServer.start(
-            service,
-            host=settings.coap_host,
-            dtls_port=settings.bootstrap_dtls_port or None,
-            plain_port=settings.bootstrap_plain_port or None,
-            executor=executor,
+        service, close_service = await asyncio.get_running_loop().run_in_executor(
+            executor, open_bootstrap_service, server
         )
+        try:
+            transport = await BootstrapCoapServer.start(
+                service,
+                host=settings.coap_host,
+                dtls_port=settings.bootstrap_dtls_port or None,
+                plain_port=settings.bootstrap_plain_port or None,
+                executor=executor,
+            )
+        except BaseException:
+            close_service()
+            raise
     except BaseException:
-        close_service()
+        executor.shutdown(wait=False)
         raise
     if transport.dtls_port is not None:
         log.info(
@@ -216,7 +240,7 @@ async def _start_bootstrap(server: AuthorizationServer, executor: concurrent.fut
             _host_port(settings.coap_host, transport.dtls_port).rsplit(":", 1)[0],
             transport.dtls_port,
         )
-    return _Bootstrap(transport, close_service)
+    return _Bootstrap(transport, close_service, executor)
 
 
 def configure_logging(level: str) -> None:

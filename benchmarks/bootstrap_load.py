@@ -10,7 +10,9 @@
   DTLS handshake plus one request on this stack: the ceiling of any bootstrap server built on it.
 * ``bootstrap``: the real bootstrap server of an ``OSTIARY_HOME`` deployment, as ``ostiary as serve`` starts it:
   :func:`~as_server.bootstrap.server.open_bootstrap_service` and
-  :meth:`~as_server.transport.bootstrap_coap.BootstrapCoapServer.start` with a thread pool of ``coap_threads``.
+  :meth:`~as_server.transport.bootstrap_coap.BootstrapCoapServer.start` with its own thread pool of
+  ``bootstrap_threads`` (:func:`as_server.server.bootstrap_executor`), the CoAP pool of ``coap_threads`` being
+  the loop's default executor.
 
 **Devices** (:func:`run_load`): ``concurrency`` asyncio tasks in one process, each playing one device after another
 from a shared list (each device once, or over and over for a fixed time with ``cycle``): a fresh DTLS handshake
@@ -526,13 +528,17 @@ async def _serve_bootstrap(port: int, home: Path) -> None:
     from as_server.app import AuthorizationServer
     from as_server.bootstrap.server import open_bootstrap_service
     from as_server.config import Settings
+    from as_server.server import bootstrap_executor
     from as_server.transport.bootstrap_coap import BootstrapCoapServer
 
     settings = Settings.load(home, env={})
     server = AuthorizationServer.from_settings(settings)
-    executor = concurrent.futures.ThreadPoolExecutor(settings.coap_threads, thread_name_prefix="ostiary-coap")
-    asyncio.get_running_loop().set_default_executor(executor)
-    service, close_service = open_bootstrap_service(server)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(settings.coap_threads, thread_name_prefix="ostiary-coap")
+    )
+    executor = bootstrap_executor(settings)
+    service, close_service = await loop.run_in_executor(executor, open_bootstrap_service, server)
     try:
         transport = await BootstrapCoapServer.start(service, host=HOST, dtls_port=port, executor=executor)
         try:
@@ -541,6 +547,7 @@ async def _serve_bootstrap(port: int, home: Path) -> None:
         finally:
             await transport.close()
     finally:
+        executor.shutdown()
         close_service()
         server.close()
 

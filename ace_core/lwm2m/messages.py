@@ -19,11 +19,14 @@ Codes are :class:`~ace_core.status.Status` values (``class*100+detail``: 2.04 is
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import unquote
 
+from ace_core import cbor
+from ace_core.keys import CoseKey
 from ace_core.lwm2m import senml
 from ace_core.lwm2m.errors import InvalidBootstrapRequest, SenmlError
 from ace_core.lwm2m.model import ObjectInstance
@@ -33,6 +36,7 @@ from ace_core.lwm2m.objects import (
     SecurityInstance,
     ServerAccount,
     ServerInstance,
+    build_server_account,
 )
 from ace_core.lwm2m.registry import CoapMethod, Lwm2mContentFormat, ObjectId
 from ace_core.status import Status
@@ -44,6 +48,7 @@ __all__ = [
     "BOOTSTRAP_REQUEST_SUCCESS",
     "BootstrapPack",
     "BootstrapPackRequest",
+    "BootstrapPackTemplate",
     "BootstrapRequest",
     "NotAcceptable",
     "Operation",
@@ -311,6 +316,76 @@ def build_bootstrap_pack(
     if oscore is not None:
         instances.append(oscore[1].to_instance(oscore[0]))
     return senml.encode_instances(instances, OBJECT_SPECS)
+
+
+class BootstrapPackTemplate:
+    """:func:`build_bootstrap_pack` of :func:`~ace_core.lwm2m.objects.build_server_account`'s accounts that differ
+    only in PSK identity and key (a bootstrap server's packs): the pack is encoded once, with two random
+    placeholders, and :meth:`pack` puts a lock's identity and key in their place. Each is one CBOR byte string of
+    its own record, so the result is byte for byte what :func:`build_bootstrap_pack` makes of the same account.
+
+    :raises ValueError: what :func:`~ace_core.lwm2m.objects.build_server_account` raises for these arguments.
+    """
+
+    __slots__ = ("lifetime", "server_public_key", "server_uri", "short_server_id", "_parts")
+
+    def __init__(
+        self,
+        *,
+        server_uri: str,
+        server_public_key: CoseKey,
+        short_server_id: int,
+        lifetime: int,
+        security_instance_id: int,
+        server_instance_id: int,
+    ) -> None:
+        self.server_uri = server_uri
+        self.server_public_key = server_public_key
+        self.short_server_id = short_server_id
+        self.lifetime = lifetime
+        # 32 random bytes cannot occur by chance in the rest of the pack (the URI, a public key, small integers).
+        identity, psk = secrets.token_bytes(32), secrets.token_bytes(32)
+        account = build_server_account(
+            server_uri=server_uri,
+            identity=identity,
+            psk=psk,
+            server_public_key=server_public_key,
+            short_server_id=short_server_id,
+            lifetime=lifetime,
+        )
+        data = build_bootstrap_pack(
+            account, security_instance_id=security_instance_id, server_instance_id=server_instance_id
+        )
+        marks = sorted(
+            (data.index(cbor.bstr(mark)), name, len(cbor.bstr(mark))) for name, mark in ((0, identity), (1, psk))
+        )
+        (at_a, first, len_a), (at_b, _second, len_b) = marks
+        if data.count(cbor.bstr(identity)) != 1 or data.count(cbor.bstr(psk)) != 1:  # pragma: no cover - 2**-256
+            raise ValueError("a placeholder of the pack template occurs twice")
+        #: prefix, middle and suffix around the two byte strings; whether the identity comes first.
+        self._parts = (data[:at_a], data[at_a + len_a : at_b], data[at_b + len_b :], first == 0)
+
+    def matches(self, *, server_uri: str, server_public_key: CoseKey, short_server_id: int, lifetime: int) -> bool:
+        """Whether this template makes the packs of these account settings."""
+        return (
+            server_uri == self.server_uri
+            and server_public_key is self.server_public_key
+            and short_server_id == self.short_server_id
+            and lifetime == self.lifetime
+        )
+
+    def pack(self, identity: bytes, psk: bytes) -> bytes:
+        """The pack of the account with this PSK identity (``/0/x/3``) and key (``/0/x/5``).
+
+        :raises ValueError: an empty identity or key (as :func:`~ace_core.lwm2m.objects.build_server_account`).
+        """
+        if not isinstance(identity, bytes) or not isinstance(psk, bytes):
+            raise ValueError("PSK identity and key must be bytes")
+        if not identity or not psk:
+            raise ValueError("PSK identity and key must be non-empty")
+        prefix, middle, suffix, identity_first = self._parts
+        a, b = (identity, psk) if identity_first else (psk, identity)
+        return b"".join((prefix, cbor.bstr(a), middle, cbor.bstr(b), suffix))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,8 @@ from ace_core.keys import CoseKey
 from ace_core.lwm2m.errors import InvalidBootstrapRequest
 from ace_core.lwm2m.messages import (
     BootstrapPackRequest,
+    BootstrapPackTemplate,
     BootstrapRequest,
-    build_bootstrap_pack,
     choose_pack_format,
     endpoint_of,
     parse_query,
@@ -172,6 +172,8 @@ class BootstrapService:
         # One classic session per device at a time; a second Bootstrap-Request while one runs is refused.
         self._active: set[str] = set()
         self._lock = threading.Lock()
+        # The packs of this server's account, encoded once (rebuilt when the account's settings above change).
+        self._pack_template: BootstrapPackTemplate | None = None
 
     def _now(self) -> int:
         return int(self.clock())
@@ -226,6 +228,23 @@ class BootstrapService:
             lifetime=self.lifetime,
         )
 
+    def _template(self) -> BootstrapPackTemplate:
+        uri, key, ssid, lifetime = self.server_uri, self.as_public_key, self.short_server_id, self.lifetime
+        template = self._pack_template
+        if template is None or not template.matches(
+            server_uri=uri, server_public_key=key, short_server_id=ssid, lifetime=lifetime
+        ):
+            template = BootstrapPackTemplate(
+                server_uri=uri,
+                server_public_key=key,
+                short_server_id=ssid,
+                lifetime=lifetime,
+                security_instance_id=PACK_SECURITY_INSTANCE,
+                server_instance_id=PACK_SERVER_INSTANCE,
+            )
+            self._pack_template = template  # a race builds it twice, harmlessly
+        return template
+
     def pack(self, query: Sequence[str], accept: int | None, peer: Peer) -> tuple[bytes, Lwm2mContentFormat]:
         """Answer a Bootstrap-Pack-Request: the SenML CBOR pack (2.05) with the AS's account for this lock.
 
@@ -240,9 +259,8 @@ class BootstrapService:
         device = self._authorize(request.endpoint, peer)
         now = self._now()
         key = self.credentials.key_for_delivery(device.serial, now=now, delivered=True)
-        payload = build_bootstrap_pack(
-            self._account(key), security_instance_id=PACK_SECURITY_INSTANCE, server_instance_id=PACK_SERVER_INSTANCE
-        )
+        assert key.key is not None
+        payload = self._template().pack(key.identity, key.key)
         self._delivered(device, key, now)
         return payload, fmt
 

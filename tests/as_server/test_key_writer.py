@@ -117,14 +117,16 @@ def test_a_duplicate_in_a_batch_fails_only_its_own_call(sql: SqlStorage, monkeyp
     with one_batch(sql, monkeypatch, len(calls)) as pool:
         pending = add_all(pool, sql, calls)
     failed = [n for n, exc in enumerate(outcomes(pending)) if exc is not None]
-    assert failed == [1, 4]
+    # calls 3 and 4 race from two threads into the same batch: whichever was queued second is the duplicate
+    assert len(failed) == 2 and failed[0] == 1 and failed[1] in (3, 4)
+    winner = calls[7 - failed[1]][0]
     assert all(isinstance(pending[n].exception(), DuplicateError) for n in failed)
     assert sql.key_commit_stats.largest_batch == len(calls)
     assert sql.registry_version() == (version or 0) + 2  # still one bump for the batch
     assert sql.operational_keys("taken") == [taken]  # the loser changed nothing
     rs = sql.get_resource_server("taken")
     assert rs is not None and rs.shared_key is not None and rs.shared_key.k == taken.key
-    assert sql.operational_keys("twice") == [twice]  # the first of the two in the batch won
+    assert sql.operational_keys("twice") == [winner]  # the first of the two in the batch won
     for key in fresh:
         assert sql.operational_keys(key.audience) == [key]
     assert sql.get_resource_server(fresh[2].audience) is None  # stored without a resource server, as asked

@@ -13,6 +13,7 @@ from ace_core.lwm2m.messages import (
     BOOTSTRAP_REQUEST_FAILURE,
     BOOTSTRAP_REQUEST_SUCCESS,
     BootstrapPackRequest,
+    BootstrapPackTemplate,
     BootstrapRequest,
     NotAcceptable,
     Operation,
@@ -193,3 +194,89 @@ def test_mutated_packs_raise_only_format_errors(data: st.DataObject) -> None:
         parse_bootstrap_pack(bytes(pack))
     except BootstrapFormatError:
         pass
+
+
+_TEMPLATE_KEY = CoseKey.generate(CoseAlgorithm.ES256)
+
+
+def _template(**overrides: object) -> BootstrapPackTemplate:
+    settings: dict[str, object] = {
+        "server_uri": "coaps://as.example:5684",
+        "server_public_key": _TEMPLATE_KEY,
+        "short_server_id": 1,
+        "lifetime": 3600,
+        "security_instance_id": 10,
+        "server_instance_id": 10,
+    }
+    settings.update(overrides)
+    return BootstrapPackTemplate(**settings)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    identity=st.binary(min_size=1, max_size=300),
+    psk=st.binary(min_size=1, max_size=300),
+    ssid=st.integers(1, 65534),
+    lifetime=st.integers(0, 2**32 - 1),
+    ids=st.tuples(st.integers(0, 65534), st.integers(0, 65534)),
+)
+def test_pack_template_is_byte_identical_to_build_bootstrap_pack(
+    identity: bytes, psk: bytes, ssid: int, lifetime: int, ids: tuple[int, int]
+) -> None:
+    """The bootstrap server's cached encoding (issue #7 benchmark) makes exactly the pack of the account."""
+    for key in (_TEMPLATE_KEY, CoseKey.generate(CoseAlgorithm.EDDSA)):
+        template = _template(
+            server_public_key=key,
+            short_server_id=ssid,
+            lifetime=lifetime,
+            security_instance_id=ids[0],
+            server_instance_id=ids[1],
+        )
+        account = build_server_account(
+            server_uri="coaps://as.example:5684",
+            identity=identity,
+            psk=psk,
+            server_public_key=key,
+            short_server_id=ssid,
+            lifetime=lifetime,
+        )
+        expected = build_bootstrap_pack(account, security_instance_id=ids[0], server_instance_id=ids[1])
+        assert template.pack(identity, psk) == expected
+        assert parse_bootstrap_pack(expected).account(ssid) == account
+
+
+def test_pack_template_serves_many_accounts_and_refuses_what_build_server_account_refuses() -> None:
+    template = _template()
+    for generation in (1, 9, 10, 12345):
+        identity, psk = f"L1-00000042#{generation}".encode(), bytes([generation % 256]) * 16
+        account = build_server_account(
+            server_uri="coaps://as.example:5684",
+            identity=identity,
+            psk=psk,
+            server_public_key=_TEMPLATE_KEY,
+            short_server_id=1,
+            lifetime=3600,
+        )
+        assert template.pack(identity, psk) == build_bootstrap_pack(
+            account, security_instance_id=10, server_instance_id=10
+        )
+    with pytest.raises(ValueError, match="non-empty"):
+        template.pack(b"", b"k")
+    with pytest.raises(ValueError, match="non-empty"):
+        template.pack(b"id", b"")
+    with pytest.raises(ValueError, match="bytes"):
+        template.pack("id", b"k")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="coaps"):
+        _template(server_uri="coap://as.example")
+    with pytest.raises(ValueError, match="asymmetric"):
+        _template(server_public_key=CoseKey.generate(CoseAlgorithm.A128GCM))
+
+
+def test_pack_template_matches_its_settings_only() -> None:
+    template = _template()
+    same = {"server_uri": "coaps://as.example:5684", "server_public_key": _TEMPLATE_KEY, "short_server_id": 1}
+    assert template.matches(**same, lifetime=3600)  # type: ignore[arg-type]
+    assert not template.matches(**same, lifetime=60)  # type: ignore[arg-type]
+    assert not template.matches(**{**same, "server_uri": "coaps://other:5684"}, lifetime=3600)  # type: ignore[arg-type]
+    assert not template.matches(**{**same, "short_server_id": 2}, lifetime=3600)  # type: ignore[arg-type]
+    assert not template.matches(**{**same, "server_public_key": _TEMPLATE_KEY.public()}, lifetime=3600)  # type: ignore[arg-type]

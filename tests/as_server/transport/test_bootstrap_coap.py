@@ -551,3 +551,31 @@ def test_registration_input_is_fuzzed(bs: Bs, query: list[str], payload: bytes) 
             call()
         except (InvalidBootstrapRequest, Lwm2mRefused):
             pass
+
+
+def test_the_pack_is_the_accounts_pack_and_follows_the_account_settings(bs: Bs) -> None:
+    """The service encodes its packs from a template (issue #7 benchmark): byte for byte the pack of the account
+    :func:`build_server_account` makes, rebuilt when the account's settings change."""
+    from ace_core.lwm2m.messages import build_bootstrap_pack
+    from as_server.bootstrap.server import PACK_SERVER_INSTANCE, UNAUTHENTICATED
+
+    service = bs.service
+    query = (f"ep={CLAIMED.endpoint}",)
+    uri, lifetime = service.server_uri, service.lifetime
+
+    def expected() -> bytes:
+        key = service.credentials.key_for_delivery(CLAIMED.serial, now=service._now())
+        return build_bootstrap_pack(
+            service._account(key), security_instance_id=PACK_SECURITY_INSTANCE, server_instance_id=PACK_SERVER_INSTANCE
+        )
+
+    try:
+        payload, _fmt = service.pack(query, None, UNAUTHENTICATED)
+        assert payload == expected()
+        service.server_uri, service.lifetime = "coaps://elsewhere.example:5684", 120
+        payload, _fmt = service.pack(query, None, UNAUTHENTICATED)
+        assert payload == expected()
+        account = parse_bootstrap_pack(payload).account(1)
+        assert account.security.server_uri == "coaps://elsewhere.example:5684" and account.server.lifetime == 120
+    finally:
+        service.server_uri, service.lifetime = uri, lifetime
