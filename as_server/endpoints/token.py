@@ -108,10 +108,13 @@ Decisions where the RFCs leave a choice (each also noted where it is implemented
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol
@@ -155,7 +158,16 @@ from policies.base import AccessPolicy, AccessRequest, Decision
 if TYPE_CHECKING:
     from as_server.consent import ConsentService
 
-__all__ = ["PROFILE_PREFERENCE", "GrantHandler", "IssueRequest", "Issued", "Rebind", "TokenEndpoint", "exi_cti"]
+__all__ = [
+    "PROFILE_PREFERENCE",
+    "GrantHandler",
+    "IssueRequest",
+    "Issued",
+    "QueuedRecord",
+    "Rebind",
+    "TokenEndpoint",
+    "exi_cti",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +271,29 @@ class Issued:
     info: AccessInformation
     record: IssuedToken
     decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecord:
+    """A token issued by :meth:`TokenEndpoint.handle_queued` whose record is queued, not yet durable.
+
+    The token must not leave before ``commit`` has succeeded (RFC 9200 §5.8.2: the AS records what it issues);
+    then call ``announce`` (the endpoint's "issued token" log line). ``commit`` fails with
+    :class:`~as_server.storage.base.DuplicateError` when a drawn identifier was taken (nothing was written): serve
+    the request again with :meth:`TokenEndpoint.handle`, which draws new ones.
+    """
+
+    commit: Future[None]
+    announce: Callable[[], None]
+
+
+class _NeedsThread(Exception):  # noqa: N818 - a signal within this module, not an error
+    """Raised inside :meth:`TokenEndpoint.handle_queued` before anything is written: see its ``None``."""
+
+
+#: Set by :meth:`TokenEndpoint.handle_queued` for the duration of one request: where :meth:`TokenEndpoint._issue`
+#: puts the token's queued record instead of waiting for the commit.
+_QUEUED: ContextVar[list[QueuedRecord] | None] = ContextVar("ostiary_queued_records", default=None)
 
 
 class GrantHandler(Protocol):
@@ -381,6 +416,32 @@ class TokenEndpoint:
         except TooManyRequests as exc:
             self._audit_refusal(request, client_id, now, f"rate limited: {exc.detail}")
             raise
+
+    def handle_queued(
+        self, request: TokenRequest, *, credentials: ClientCredentials | None, peer: str
+    ) -> tuple[AccessInformation, QueuedRecord] | None:
+        """:meth:`handle` for event-loop transports: the token's record is queued for the group commit rather than
+        awaited, so no thread blocks on the commit. The caller awaits :attr:`QueuedRecord.commit` before it sends
+        the token.
+
+        ``None`` (nothing written, nothing issued): serve the request with :meth:`handle` in a thread after all.
+        That is the answer for grants other than ``client_credentials`` (they consume codes and refresh tokens,
+        which a retry after a duplicate identifier could not repeat) and for a resource server that counts
+        ``exi`` sequence numbers (RFC 9200 §5.10.3: a durable counter write comes before the token). Otherwise
+        it raises what :meth:`handle` raises.
+        """
+        if request.effective_grant_type in self._grants:
+            return None
+        queued: list[QueuedRecord] = []
+        reset = _QUEUED.set(queued)
+        try:
+            info = self.handle(request, credentials=credentials, peer=peer)
+        except _NeedsThread:
+            return None
+        finally:
+            _QUEUED.reset(reset)
+        (record,) = queued
+        return info, record
 
     def _audit_refusal(self, request: TokenRequest, client_id: str | None, now: int, reason: str) -> None:
         """Queue a ``token.refused`` entry (never blocks; see :mod:`as_server.audit`)."""
@@ -802,6 +863,8 @@ class TokenEndpoint:
             record_exp = now + lifetime
             cti_length = CTI_LENGTH
         else:  # RFC 9200 §5.10.3: exi instead of exp, and a cti with the RS's sequence number
+            if _QUEUED.get() is not None:
+                raise _NeedsThread  # before the counter is incremented (handle_queued)
             exp_claim, exi_claim = None, lifetime
             record_exp = now + lifetime + self._settings.exi_upload_window
             cti_length = 0
@@ -844,25 +907,32 @@ class TokenEndpoint:
                 exi=exi_claim,
                 rules=rules,
             )
+            announce = functools.partial(
+                logger.info,
+                "issued token cti=%s client_id=%r audience=%r profile=%s pop=%s lifetime=%d%s peer=%r",
+                cti.hex(),
+                client.client_id,
+                rs.audience,
+                profile.name.lower(),
+                pop.mode.value,
+                lifetime,
+                "" if clocked else " (exi)",
+                peer,
+            )
+            queue = _QUEUED.get()
+            if queue is not None:
+                # handle_queued: the caller awaits the commit (and serves the request again on a duplicate).
+                queue.append(QueuedRecord(self._storage.submit_record(record), announce))
+                break
             try:
                 self._storage.record(record)
             except DuplicateError:
                 logger.info("cti or generated PoP key id already recorded; drawing new ones")
                 continue
+            announce()
             break
         else:
             raise RuntimeError("could not record the token under unused identifiers")
-        logger.info(
-            "issued token cti=%s client_id=%r audience=%r profile=%s pop=%s lifetime=%d%s peer=%r",
-            cti.hex(),
-            client.client_id,
-            rs.audience,
-            profile.name.lower(),
-            pop.mode.value,
-            lifetime,
-            "" if clocked else " (exi)",
-            peer,
-        )
         unchanged = granted == requested and request.scope is not None
         info = AccessInformation(
             access_token=token,

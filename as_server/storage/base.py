@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -147,6 +148,14 @@ class TokenStore(Protocol):
         :raises DuplicateError: ``cti`` or ``token_hash`` reused, or ``token.pop_key_generated`` and a token of the
             same client and audience that is also marked so has the same ``pop_kid`` (an AS-generated PoP key id
             must be new; tokens not marked may share a ``pop_kid``).
+        """
+        ...
+
+    def submit_record(self, token: IssuedToken) -> Future[None]:
+        """:meth:`record` without waiting: the future completes once the record is durable, or fails with what
+        :meth:`record` would raise. For event-loop transports (:meth:`TokenEndpoint.handle_queued
+        <as_server.endpoints.token.TokenEndpoint.handle_queued>`); queuing itself raises only when the storage
+        is closed.
         """
         ...
 

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import threading
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ace_core.keys import CoseKey
@@ -256,6 +257,17 @@ class MemoryStorage(OAuthMemoryStore):
         if stored.sealed is None:
             return token
         return dataclasses.replace(token, cnf=self._open(stored.sealed, self._token_aad(token.cti)))
+
+    def submit_record(self, token: IssuedToken) -> Future[None]:
+        """:meth:`record`, as a future that is already complete (with its :class:`DuplicateError`, if any)."""
+        future: Future[None] = Future()
+        try:
+            self.record(token)
+        except DuplicateError as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
 
     def record(self, token: IssuedToken) -> None:
         """Store an issued token (durable as soon as this returns, for as long as the process lives).

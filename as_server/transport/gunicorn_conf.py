@@ -15,14 +15,16 @@ accesslog = None
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Configure the worker's logging like the parent's, then build the app (master key, storage)."""
+    """Configure the worker's logging like the parent's, build the app (master key, storage), and keep what now
+    exists out of the garbage collector's walks (:func:`~as_server.server.freeze_startup_objects`)."""
     import os
 
-    from as_server.server import configure_logging
+    from as_server.server import configure_logging, freeze_startup_objects
     from as_server.transport.wsgi import app
 
     configure_logging(os.environ.get("OSTIARY_LOG_LEVEL") or "INFO")
     app.load()
+    freeze_startup_objects()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

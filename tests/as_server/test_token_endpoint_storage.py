@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +22,13 @@ import pytest
 from ace_core import cwt
 from ace_core.errors import InvalidClient, InvalidRequest, TokenRejected
 from ace_core.keys import CoseKey
+from ace_core.messages import TokenRequest
 from ace_core.pop import Confirmation
-from ace_core.registry import AceProfile, ConfirmationMethod, CoseAlgorithm, OscoreInputMaterial
+from ace_core.registry import AceProfile, ConfirmationMethod, CoseAlgorithm, GrantType, OscoreInputMaterial
+from as_server.auth import METHOD_BASIC, ClientCredentials
 from as_server.models import SigningKey
 from as_server.sealing import MasterKey
-from as_server.storage.base import Storage
+from as_server.storage.base import DuplicateError, Storage
 from as_server.storage.registry_cache import REGISTRY_MAX_AGE
 from as_server.storage.sqlalchemy import SqlStorage, open_storage
 from as_server.storage.sqlalchemy.engine import make_engine
@@ -35,6 +38,8 @@ from tests.as_server.fixtures_endpoints import (
     CLIENT_ED25519,
     NESTED_SHARED_KEY,
     NOW,
+    PEER,
+    PHONE_SECRET,
     World,
     aif,
     rs_keys,
@@ -249,3 +254,73 @@ def test_the_default_bound_in_real_time(shared_database: Callable[..., SqlStorag
     time.sleep(REGISTRY_MAX_AGE + REAL_TIME_MARGIN)
     with pytest.raises(InvalidClient):
         server.request_token(audience="lock-aif", scope=aif("/lock:GET"))
+
+
+# --- handle_queued: the event-loop transports' path (issue #3) ---------------------------------------------------
+
+QUEUED_WAIT = 10.0  # bound on a commit future; reached only when a test fails
+
+
+def queued_request(world: World, *, secret: str = PHONE_SECRET, **fields: object) -> object:
+    """``handle_queued`` as the CoAP transport calls it (credentials in the request are equivalent)."""
+    request = TokenRequest(audience="lock-aif", scope=aif("/lock:GET"), **fields)  # type: ignore[arg-type]
+    creds = ClientCredentials("phone-app", secret.encode(), METHOD_BASIC)
+    return world.token.handle_queued(request, credentials=creds, peer=PEER)
+
+
+def test_a_queued_token_is_recorded_by_its_commit_and_announced_by_the_caller(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="as_server.endpoints.token")
+    queued = queued_request(world)
+    assert queued is not None
+    info, record = queued  # type: ignore[misc]
+    assert record.commit.result(timeout=QUEUED_WAIT) is None
+    stored = world.storage.get_by_hash(token_hash(info.access_token))
+    assert stored is not None and stored.audience == "lock-aif" and stored.pop_key_generated
+    assert "issued token" not in caplog.text  # the caller logs it once the token leaves
+    record.announce()
+    assert f"issued token cti={stored.cti.hex()}" in caplog.text
+
+
+def test_a_queued_token_whose_cti_is_taken_fails_its_commit_and_handle_draws_again(world: World, draws: Draws) -> None:
+    first = world.request_token(audience="lock-aif", scope=aif("/lock:GET"))
+    taken = world.storage.get_by_hash(token_hash(first.access_token))
+    assert taken is not None
+    draws.script = [taken.cti + secrets.token_bytes(6 + 16)]
+    queued = queued_request(world)
+    assert queued is not None
+    _, record = queued  # type: ignore[misc]
+    with pytest.raises(DuplicateError):
+        record.commit.result(timeout=QUEUED_WAIT)
+    assert world.storage.count() == 1  # nothing of the refused row
+    again = world.request_token(audience="lock-aif", scope=aif("/lock:GET"))  # what the transport does next
+    assert world.storage.get_by_hash(token_hash(again.access_token)) is not None
+    assert world.storage.count() == 2
+
+
+def test_queued_issuance_declines_an_exi_resource_server_before_counting(storage: Storage) -> None:
+    """RFC 9200 §5.10.3: the sequence number is a durable write; that request goes to a thread, untouched."""
+    world = World.create(storage=storage, rs_overrides={"lock-aif": {"has_clock": False}})
+    assert queued_request(world) is None
+    assert storage.count() == 0
+    assert storage.next_exi_sequence("lock-aif") == 1  # the counter was not moved
+
+
+def test_queued_issuance_declines_other_grants_without_calling_them(world: World) -> None:
+    calls: list[object] = []
+
+    class Handler:
+        def handle(self, *args: object, **kwargs: object) -> object:
+            calls.append(args)
+            raise AssertionError("not to be called")
+
+    world.token.register_grant(GrantType.AUTHORIZATION_CODE, Handler())  # type: ignore[arg-type]
+    assert queued_request(world, grant_type=GrantType.AUTHORIZATION_CODE) is None
+    assert calls == [] and world.storage.count() == 0
+
+
+def test_queued_issuance_refuses_as_handle_does(world: World) -> None:
+    with pytest.raises(InvalidClient):
+        queued_request(world, secret="not-the-secret")
+    assert world.storage.count() == 0

@@ -263,6 +263,7 @@ class SqlStorage(OAuthSqlStore):
         self._closed = True
         self._committer.close()
         self._key_committer.close()
+        self._writer.close()
         self._engine.dispose()
         self._write_lock.close()
 

@@ -5,7 +5,10 @@ the response leaves), so this is the one write path that must be cheap. SQLAlche
 are plain tuples of driver types (:func:`.rows.token_values`) and the statement is fixed -- but costs a
 transaction object, events and result processing per batch. So the batch goes to the DBAPI connection directly,
 between ``BEGIN IMMEDIATE`` (SQLite; PostgreSQL begins implicitly) and ``COMMIT``, under the database's
-:class:`~.engine.WriteLock`:
+:class:`~.engine.WriteLock`. The writer keeps that connection (one, taken from the engine's pool on first use and
+again after a fork or a failure) instead of checking one out per batch: the pool's checkout, reset-on-return
+(a ``ROLLBACK``) and checkin cost about as much CPU as the insert of a small batch, and batches are written one at a
+time anyway (the lock).
 
 * **SQLite** gets one multi-row ``INSERT ... VALUES (...), (...)`` (one statement per batch size, built once):
   ``sqlite3``'s ``executemany`` steps one statement per row and releases and re-takes the GIL around each, which
@@ -26,7 +29,9 @@ one commit.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -82,6 +87,10 @@ class TokenWriter:
         self._insert_grant = (
             f"INSERT INTO {token_grants.name} (grant_id, cti) VALUES ({self._placeholder}, {self._placeholder})"
         )
+        # The kept connection (module docstring): used under the write lock only; _guard covers close().
+        self._guard = threading.Lock()
+        self._proxied: Any = None
+        self._pid = 0
 
     def insert_sql(self, rows_in_statement: int) -> str:
         """``INSERT INTO issued_tokens (<TOKEN_COLUMNS>) VALUES (...), ...`` for that many rows, in the driver's
@@ -104,8 +113,8 @@ class TokenWriter:
         """
         if not batch:
             return []
-        with self._write_lock:
-            proxied = self._engine.raw_connection()
+        with self._write_lock, self._guard:
+            proxied = self._connection()
             try:
                 connection = proxied.driver_connection
                 try:
@@ -118,10 +127,26 @@ class TokenWriter:
                     return [DuplicateError(DUPLICATE_TOKEN)]
                 return self._insert_each(connection, batch)
             except self._dbapi_error:
-                proxied.invalidate()  # a connection in an unknown state (lost server, I/O error) is not reused
+                # A connection in an unknown state (lost server, I/O error) is not reused: the next batch takes a
+                # fresh one from the pool.
+                self._proxied = None
+                proxied.invalidate()
                 raise
-            finally:
-                proxied.close()  # back to the pool (an invalidated one is discarded)
+
+    def _connection(self) -> Any:
+        """The kept pooled connection (the guard is held); a new one on first use, after a failure or a fork (a
+        connection inherited from the parent process is the parent's: it is left alone, not closed)."""
+        if self._proxied is None or self._pid != os.getpid():
+            self._proxied = self._engine.raw_connection()
+            self._pid = os.getpid()
+        return self._proxied
+
+    def close(self) -> None:
+        """Return the kept connection to the pool (idempotent; a later :meth:`write` takes one again)."""
+        with self._guard:
+            proxied, self._proxied = self._proxied, None
+            if proxied is not None and self._pid == os.getpid():
+                proxied.close()
 
     def _begin(self, cursor: Any) -> None:
         if self._sqlite:  # autocommit mode (engine.py): take the write lock up front

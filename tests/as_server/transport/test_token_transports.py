@@ -16,6 +16,7 @@ from ace_core.pop import Confirmation
 from ace_core.registry import AceProfile, CoseAlgorithm, ErrorCode, GrantType, TokenType
 from ace_core.scope import AifScope, TextScope
 from ace_core.status import Status
+from as_server.tokens import token_hash
 from tests.as_server.transport.harness import ISSUER, LOCK_SCOPE, SECRETS, Running
 from tests.as_server.transport.wire import FAMILIES, basic, send, send_raw, success_status
 
@@ -359,3 +360,35 @@ def test_secrets_never_logged(deployment: Running, caplog: pytest.LogCaptureFixt
     assert caplog.records, "the requests should have logged something"
     for secret in (SECRETS[PHONE], "wrong-secret", master_key):
         assert secret not in caplog.text
+
+
+def test_coap_token_whose_identifier_is_taken_is_issued_with_fresh_ones(
+    deployment: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CoAP side waits for the queued commit (TokenEndpoint.handle_queued); a duplicate identifier there is
+    retried in a thread with new identifiers, and the client sees one ordinary 2.01."""
+    endpoint = deployment.server.token_endpoint
+    original = endpoint._random
+    drawn: list[bytes] = []
+
+    def recording(n: int) -> bytes:
+        drawn.append(original(n))
+        return drawn[-1]
+
+    monkeypatch.setattr(endpoint, "_random", recording)
+    first = send(deployment, "/token", family="coap", message=_request("coap", scope=LOCK_SCOPE))
+    assert first.status == success_status("coap")
+    replay = [drawn[-1]]  # the same cti and OSCORE id again, once
+
+    def replaying(n: int) -> bytes:
+        return replay.pop() if replay else original(n)
+
+    monkeypatch.setattr(endpoint, "_random", replaying)
+    second = send(deployment, "/token", family="coap", message=_request("coap", scope=LOCK_SCOPE))
+    assert second.status == success_status("coap") and replay == []
+    tokens = [reply.access_information().access_token for reply in (first, second)]
+    assert tokens[0] != tokens[1]
+    records = [deployment.server.storage.get_by_hash(token_hash(token)) for token in tokens]
+    assert all(record is not None for record in records)
+    assert records[0].cti != records[1].cti  # type: ignore[union-attr]
+    assert _verify(deployment, tokens[1]).cti == records[1].cti  # type: ignore[union-attr]
