@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from as_server.app import AuthorizationServer, coap_base_url
 from as_server.config import Settings
+from as_server.logs import BatchingStreamHandler
 
 __all__ = [
     "STOP_TIMEOUT",
@@ -264,12 +265,13 @@ def freeze_startup_objects() -> None:
 def configure_logging(level: str) -> None:
     """Log to stderr in gunicorn's style, so both sides of ``ostiary as serve`` (and its workers) read alike.
 
-    Alembic's INFO chatter (plugin setup, "Context impl") is raised to WARNING.
+    Informational lines are written in batches, at most 0.1 s late; warnings and errors at once
+    (:class:`~as_server.logs.BatchingStreamHandler`). Alembic's INFO chatter (plugin setup, "Context impl") is raised to WARNING.
     """
     logging.basicConfig(
         level=level.upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S %z",
-        stream=sys.stderr,
+        handlers=[BatchingStreamHandler(sys.stderr)],
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
