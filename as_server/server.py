@@ -266,7 +266,8 @@ def configure_logging(level: str) -> None:
     """Log to stderr in gunicorn's style, so both sides of ``ostiary as serve`` (and its workers) read alike.
 
     Informational lines are written in batches, at most 0.1 s late; warnings and errors at once
-    (:class:`~as_server.logs.BatchingStreamHandler`). Alembic's INFO chatter (plugin setup, "Context impl") is raised to WARNING.
+    (:class:`~as_server.logs.BatchingStreamHandler`). Alembic's INFO chatter (plugin setup, "Context impl") is
+    raised to WARNING.
     """
     logging.basicConfig(
         level=level.upper(),
