@@ -153,14 +153,20 @@ class TokenWriter:
             cursor.execute("BEGIN IMMEDIATE")
 
     def _insert_all(self, connection: Any, batch: Sequence[TokenRow]) -> None:
+        grant_rows = [grant_row for _, grants in batch for grant_row in grants]
         cursor = connection.cursor()
         try:
+            if self._sqlite and not grant_rows:
+                # One statement in autocommit mode (engine.py) is one durable transaction of its own: no BEGIN and
+                # COMMIT round trips, each of which releases and re-takes the GIL. A unique violation aborts the
+                # statement, so nothing of the batch is written, as with the explicit transaction.
+                cursor.execute(self.insert_sql(len(batch)), [value for row, _ in batch for value in row])
+                return
             self._begin(cursor)
             if self._sqlite:
                 cursor.execute(self.insert_sql(len(batch)), [value for row, _ in batch for value in row])
             else:
                 cursor.executemany(self.insert_sql(1), [row for row, _ in batch])
-            grant_rows = [grant_row for _, grants in batch for grant_row in grants]
             if grant_rows:
                 cursor.executemany(self._insert_grant, grant_rows)
             connection.commit()
