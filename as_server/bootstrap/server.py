@@ -285,6 +285,12 @@ class BootstrapService:
                 self._active.discard(serial)
             raise
 
+    def is_bootstrapping(self, serial: str) -> bool:
+        """Whether a classic bootstrap of this device is running (until :meth:`session_ended` has recorded it);
+        another Bootstrap-Request of the device meanwhile is refused."""
+        with self._lock:
+            return serial in self._active
+
     def session_ended(self, session: BootstrapSession, peer: Peer) -> bool:
         """Record the end of a classic session: a completed one (Finish answered 2.04) confirms its key.
         Returns whether it completed."""
