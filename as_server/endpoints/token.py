@@ -426,9 +426,10 @@ class TokenEndpoint:
 
         ``None`` (nothing written, nothing issued): serve the request with :meth:`handle` in a thread after all.
         That is the answer for grants other than ``client_credentials`` (they consume codes and refresh tokens,
-        which a retry after a duplicate identifier could not repeat) and for a resource server that counts
-        ``exi`` sequence numbers (RFC 9200 §5.10.3: a durable counter write comes before the token). Otherwise
-        it raises what :meth:`handle` raises.
+        which a retry after a duplicate identifier could not repeat), for a resource server that counts ``exi``
+        sequence numbers (RFC 9200 §5.10.3: a durable counter write comes before the token), and for a request the
+        policy refers to consent (recording the access request is a write). Otherwise it raises what
+        :meth:`handle` raises.
         """
         if request.effective_grant_type in self._grants:
             return None
@@ -518,6 +519,8 @@ class TokenEndpoint:
             )
         )
         if decision.consent is not None and not decision.permits and self._consent is not None and access.ask_consent:
+            if _QUEUED.get() is not None:
+                raise _NeedsThread  # recording the access request is a write: handle_queued declines
             # Issue #5: record (or merge) an access request and refuse with its URI (as_server.consent).
             self._consent.request_consent(
                 client_id=client.client_id, subject=access.subject, audience=rs.audience, decision=decision, now=now

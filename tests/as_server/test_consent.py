@@ -15,8 +15,10 @@ import pytest
 
 from ace_core.errors import InvalidScope
 from ace_core.keys import b64url_decode
+from ace_core.messages import TokenRequest
 from ace_core.pop import Confirmation
 from ace_core.scope import AifScope, TextScope
+from as_server.auth import METHOD_BASIC, ClientCredentials
 from as_server.consent import Approval, is_request_id, parse_approval
 from as_server.errors import ApiBadRequest, ApiConflict, ApiForbidden, ApiNotFound, ApiUnauthorized, ConsentPending
 from as_server.models import AccessRequestStatus, ConsentRequest, Grant, GrantStatus, TokenStatus, User, grant_rule_id
@@ -24,7 +26,7 @@ from as_server.sealing import MasterKey
 from as_server.storage.base import AuditQuery, DuplicateError, NotFoundError, StateError, Storage
 from policies.base import AccessRequest
 from tests.as_server.consent_fixtures import BERLIN, NOW, PASSWORDS, ConsentWorld
-from tests.as_server.fixtures_endpoints import CLIENT_ED25519, open_token
+from tests.as_server.fixtures_endpoints import CLIENT_ED25519, PEER, PHONE_SECRET, aif, open_token
 from tests.as_server.test_storage import OpenSql
 
 
@@ -423,3 +425,15 @@ def test_only_administrators_grant_directly_and_nothing_is_written_on_refusal(wo
             root, client_id="phone-app", subject=None, audience="lock-aif", scope=put, approval=late, now=world.now
         )
     assert consent.list_requests(root, now=world.now, status=None) == []
+
+
+def test_queued_issuance_leaves_a_consent_request_to_a_thread(world: ConsentWorld) -> None:
+    """TokenEndpoint.handle_queued (the CoAP event loop's path) writes nothing itself: a request the policy refers
+    to consent is declined before its access request is recorded; handle() then records it as usual."""
+    request = TokenRequest(audience="lock-aif", scope=aif("/lock:PUT"))
+    creds = ClientCredentials("phone-app", PHONE_SECRET.encode(), METHOD_BASIC)
+    endpoint = world.server.token_endpoint
+    assert endpoint.handle_queued(request, credentials=creds, peer=PEER) is None
+    assert list(world.storage.list_access_requests(now=NOW)) == []
+    request_id = world.pending()
+    assert [r.id for r in world.storage.list_access_requests(now=NOW)] == [request_id]
