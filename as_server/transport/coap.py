@@ -156,8 +156,8 @@ class TokenResource(AceEndpointResource):
     commit is awaited (:meth:`TokenEndpoint.handle_queued <as_server.endpoints.token.TokenEndpoint.handle_queued>`):
     no thread hand-off and no thread parked on the commit (with the executor, each token cost two thread wake-ups
     and a contended GIL hand-off besides the work itself). What ``handle_queued`` declines (other grants, resource
-    servers counting ``exi`` numbers) and the rare retry after a duplicate identifier run in the executor, as every
-    request did before.
+    servers counting ``exi`` numbers, requests the policy refers to consent) and the rare retry after a duplicate
+    identifier run in the executor, as every request did before.
 
     On the loop the request reads only what the storage's registry cache holds (clients, resource servers, keys,
     re-validated by one small query at most every 0.1 s) and, for ``req_cnf`` by ``kid``, one indexed lookup.
