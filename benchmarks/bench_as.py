@@ -146,6 +146,37 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+#: /proc/net/tcp state of an established connection.
+_TCP_ESTABLISHED = "01"
+
+
+def connection_split(pids: Sequence[int], port: int) -> list[int]:
+    """How many established TCP connections to local ``port`` each of ``pids`` holds, largest first, processes
+    without any left out: gunicorn's workers each keep the connections they accepted, so this is the load split
+    over the workers (one entry: one worker has them all). From /proc/net/tcp and /proc/<pid>/fd; empty where
+    /proc cannot tell."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == _TCP_ESTABLISHED and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    counts = []
+    for pid in pids:
+        try:
+            links = [os.readlink(entry.path) for entry in os.scandir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        held = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
 def _cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time of the live processes ``pids``."""
     total = 0
@@ -500,6 +531,8 @@ class Run:
     #: CPU used by everything else on the machine meanwhile (other servers, other users' jobs).
     other_cpu_s: float
     wall_s: float
+    #: HTTP: established connections per server process half-way through the run (:func:`connection_split`).
+    split: list[int] = field(default_factory=list)
 
     @property
     def server_cpu_ms_per_request(self) -> float | None:
@@ -525,18 +558,26 @@ def _measure(t: Target, server: Server, seconds: float, workdir: Path, round_: i
             str(script),
             f"http://{HOST}:{t.port}{t.path}",
         ]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-        if proc.returncode != 0:
-            raise BenchError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
-        parsed = parse_wrk(proc.stdout)
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+            time.sleep(seconds / 2)  # half-way through the run: the connections are open and in use
+            split = connection_split(server.pids, t.port)
+            try:
+                stdout, stderr = wrk.communicate(timeout=seconds + 60)
+            except subprocess.TimeoutExpired:
+                wrk.kill()
+                raise
+        if wrk.returncode != 0:
+            raise BenchError(f"wrk failed ({wrk.returncode}): {stderr.strip()[:500]}")
+        parsed = parse_wrk(stdout)
         if "rate" not in parsed:
-            raise BenchError(f"cannot parse wrk's output:\n{proc.stdout}")
+            raise BenchError(f"cannot parse wrk's output:\n{stdout}")
         requests = int(parsed.get("requests", round(parsed["rate"] * seconds)))
         errors = parsed["errors"]
         rate, p50, p99 = parsed["rate"], parsed.get("p50_ms"), parsed.get("p99_ms")
         served = requests
         t.issued += requests - errors.get("non-2xx", 0)
     else:
+        split = []
         argv = [
             sys.executable,
             "-m",
@@ -584,6 +625,7 @@ def _measure(t: Target, server: Server, seconds: float, workdir: Path, round_: i
         loadgen_cpu_s=loadgen_cpu,
         other_cpu_s=max(0.0, _machine_busy() - busy0 - server_cpu - loadgen_cpu),
         wall_s=time.perf_counter() - wall0,
+        split=split,
     )
 
 
@@ -1177,6 +1219,7 @@ class Bench:
                 self.say(
                     f"  {run.rate:,.0f}/s p50 {_fmt_ms(run.p50_ms)} ms p99 {_fmt_ms(run.p99_ms)} ms errors "
                     f"{run.errors or 0} server CPU {run.server_cpu_s / run.wall_s:.0%}"
+                    + (f", connections per worker {'+'.join(map(str, run.split))}" if run.split else "")
                 )
         for server in self.servers.values():
             if server.proc is not None and not server.alive():
@@ -1337,6 +1380,14 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
         "median of the runs' percentiles; srv CPU = server process tree, 100% = one core)"
     )
     out.append(_table(_HEADERS, [_row_cells(r, trivial_http) for r in http_rows]))
+    splits = [
+        f"  {r.target.title}: " + ", ".join("+".join(map(str, run.split)) or "n/a" for run in r.runs)
+        for r in http_rows
+        if r.runs
+    ]
+    if splits:
+        out.append("Connections per gunicorn worker half-way through each run (round by round; see note a):")
+        out += splits
     out.append("")
     out.append(f"CoAP ({CLIENTS} clients, one outstanding NON request each; same columns)")
     out.append(_table(_HEADERS, [_row_cells(r, trivial_coap) for r in coap_rows]))
@@ -1380,16 +1431,19 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
         f"a. Server stack: every HTTP server runs under gunicorn -k gthread --workers {workers} --threads {threads} "
         "(the Settings defaults, the flags `ostiary as serve` passes its gunicorn); wrk keeps its 32 connections "
         "alive. Load generator and servers share the machine's CPUs, so the load generator's CPU is taken from the "
-        "servers alike for every row.",
+        "servers alike for every row. Each gunicorn worker keeps the connections it accepted, so the split of the 32 "
+        "over the workers (listed under the table) is drawn once per run; an uneven one leaves a worker saturated "
+        "while the other idles, which moves a row's rate more than anything the server does.",
         "b. Ours runs as `ostiary as serve` on deployments made with the CLI (`as init`, `as rs add`, `as client "
         "add`, a policy.yaml allowing the scope): HTTP in its gunicorn workers, CoAP in the serve process itself. "
         "While one side is measured the other is idle (its CPU is included in 'srv CPU'). Audience front-door uses "
         "the default token form (COSE_Encrypt0, AES-CCM-16-64-128, carrying generated OSCORE input material); "
         "back-door (the 'signed token' row) uses sign1+encrypt0 (EdDSA signature inside the Encrypt0). Each token "
-        "is recorded (group commit, SQLite WAL, synchronous=FULL, BEGIN IMMEDIATE) before the response leaves; "
+        "is recorded (group commit, SQLite WAL, synchronous=FULL, one INSERT per batch) before the response leaves; "
         "the client, the RS and (signed form) the signing key come from each process's registry cache (re-validated "
         "against the database every 0.1 s), a unique index keeps generated PoP key ids unused, and the server logs "
-        "one INFO line per token (its default log level).",
+        "one INFO line per token (its default log level; written in batches at most 0.1 s late). Over CoAP a "
+        "client_credentials request runs on the event loop and awaits its queued commit.",
         "c. Authlib baseline: authlib.integrations.flask_oauth2.AuthorizationServer + ClientCredentialsGrant, "
         "client_secret_basic, a JWTBearerTokenGenerator (RFC 9068) subclass signing ES256 with a joserfc KeySet, "
         "3600 s lifetime; query_client reads the client from SQLite (SQLAlchemy Core, SHA-256 secret hash); "

@@ -91,3 +91,24 @@ def test_lua_string_escapes_every_byte(bench_as: ModuleType) -> None:
 
 def test_servers_bind_below_the_ephemeral_range(bench_as: ModuleType) -> None:
     assert bench_as.BASE_PORT < 32768  # library-notes §5e/5f: TIME_WAIT sockets hold ephemeral ports after wrk
+
+
+def test_connection_split_counts_each_process_s_established_connections(bench_as: ModuleType) -> None:
+    """Real loopback connections: this process holds the accepted ends of three, nothing else holds any."""
+    import os
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        accepted = [listener.accept()[0] for _ in clients]
+        try:
+            # The accepted sockets have local port `port`; the clients' ends have other local ports.
+            assert bench_as.connection_split([os.getpid()], port) == [3]
+            assert bench_as.connection_split([os.getpid()], port + 1 if port < 65535 else port - 1) == []
+            assert bench_as.connection_split([], port) == []
+        finally:
+            for sock in accepted + clients:
+                sock.close()
