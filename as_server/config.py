@@ -46,9 +46,11 @@ class Settings:
     database_url: str = ""
     coap_host: str = "127.0.0.1"
     coap_port: int = 5683
-    #: Threads running CoAP requests in the ``ostiary as serve`` process. The endpoints are synchronous and a request
-    #: holds its thread until its token is committed, so these bound how many tokens share one group commit; the
-    #: process is CPU-bound (one GIL) long before 16 threads are busy, and more only cost memory.
+    #: Threads running CoAP requests in the ``ostiary as serve`` process: introspection, the consent resources, and
+    #: token requests that cannot run on the event loop (grants other than ``client_credentials``, resource servers
+    #: without a clock, requests referred to consent; see :class:`as_server.transport.coap.TokenResource`). Such a
+    #: request holds its thread until its writes are committed; the process is CPU-bound (one GIL) long before 16
+    #: threads are busy, and more only cost memory.
     coap_threads: int = 16
     http_host: str = "127.0.0.1"
     http_port: int = 8080
