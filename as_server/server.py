@@ -5,7 +5,8 @@
   threads: each request holds its thread until its token is committed, so the pool bounds how many tokens can
   share one group commit. The bootstrap server (issue #7) runs in the same loop, its calls in a pool of its own
   (:func:`bootstrap_executor`).
-* **HTTP** runs as ``python -m gunicorn --workers N --threads M -k gthread ... as_server.transport.wsgi:app``:
+* **HTTP** runs as ``python -m gunicorn --workers N --threads M -k <balanced gthread> ... as_server.transport.wsgi:app``
+  (:mod:`as_server.transport.gunicorn_balance`):
   gunicorn forks its workers, and each worker opens its own storage after the fork
   (:mod:`as_server.transport.gunicorn_conf`), so no database handle crosses a fork. The child gets the same
   settings through ``OSTIARY_HOME`` and ``OSTIARY_*`` variables (:func:`child_environment`).
@@ -50,6 +51,8 @@ log = logging.getLogger("ostiary.as.server")
 
 #: Allocations between collections of the youngest generation once serving (:func:`freeze_startup_objects`).
 YOUNG_GC_THRESHOLD: Final = 10_000
+#: gunicorn's worker class for the HTTP side: gthread, balanced (as_server.transport.gunicorn_balance).
+WORKER_CLASS: Final = "as_server.transport.gunicorn_balance.BalancedThreadWorker"
 #: How long gunicorn gets to finish in-flight requests after SIGTERM before it is killed (seconds).
 STOP_TIMEOUT: Final = 15.0
 #: gunicorn's own graceful timeout; below :data:`STOP_TIMEOUT` so gunicorn normally ends by itself.
@@ -61,7 +64,8 @@ def _host_port(host: str, port: int) -> str:
 
 
 def gunicorn_command(settings: Settings) -> list[str]:
-    """The gunicorn command line for the HTTP side (gthread workers: one storage per worker, threads share it)."""
+    """The gunicorn command line for the HTTP side: gthread workers (one storage per worker, threads share it) that
+    share new connections evenly (:mod:`as_server.transport.gunicorn_balance`)."""
     return [
         sys.executable,
         "-m",
@@ -73,7 +77,7 @@ def gunicorn_command(settings: Settings) -> list[str]:
         "--threads",
         str(settings.http_threads),
         "-k",
-        "gthread",
+        WORKER_CLASS,
         "--bind",
         _host_port(settings.http_host, settings.http_port),
         "--graceful-timeout",

@@ -3,7 +3,8 @@
 With 32 concurrent clients, it measures requests (tokens) per second and p50/p99 latency of:
 
 * **HTTP** (load: ``wrk -t2 -c32 --latency`` with a Lua script that POSTs a fixed body and counts non-2xx
-  responses), every server under the same gunicorn configuration (``-k gthread``, the ``http_workers`` x
+  responses), every server under the same gunicorn configuration (the balanced gthread worker of
+  :mod:`as_server.transport.gunicorn_balance`, as ``ostiary as serve`` runs it, and the ``http_workers`` x
   ``http_threads`` defaults of :class:`as_server.config.Settings`):
 
   - **trivial**: a Flask ``POST /echo`` returning a small JSON body (:mod:`benchmarks.baselines.trivial_http`),
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlencode
 
+from as_server.server import WORKER_CLASS
 from benchmarks import coap_load
 from benchmarks._timing import fmt_rate, fmt_ratio
 
@@ -300,7 +302,7 @@ def _gunicorn(app: str, port: int, workers: int, threads: int) -> list[str]:
         "--threads",
         str(threads),
         "-k",
-        "gthread",
+        WORKER_CLASS,
         "--bind",
         f"{HOST}:{port}",
         "--graceful-timeout",
@@ -1289,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {platform.machine()}, {os.cpu_count()} CPUs, load average {load:.2f}"
     )
     print(
-        f"HTTP servers: gunicorn -k gthread --workers {opts.workers} --threads {opts.threads}; load: wrk "
+        f"HTTP servers: gunicorn -k {WORKER_CLASS} --workers {opts.workers} --threads {opts.threads}; load: wrk "
         f"-t{WRK_THREADS} -c{CLIENTS}. CoAP: {CLIENTS} raw-UDP clients, one NON POST outstanding each. "
         f"{opts.rounds} round(s) of {opts.seconds:g} s per contender, interleaved; {opts.stored:,} tokens "
         "pre-stored for goal 4."
@@ -1428,12 +1430,12 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
 
     out += [
         "Notes",
-        f"a. Server stack: every HTTP server runs under gunicorn -k gthread --workers {workers} --threads {threads} "
-        "(the Settings defaults, the flags `ostiary as serve` passes its gunicorn); wrk keeps its 32 connections "
-        "alive. Load generator and servers share the machine's CPUs, so the load generator's CPU is taken from the "
-        "servers alike for every row. Each gunicorn worker keeps the connections it accepted, so the split of the 32 "
-        "over the workers (listed under the table) is drawn once per run; an uneven one leaves a worker saturated "
-        "while the other idles, which moves a row's rate more than anything the server does.",
+        f"a. Server stack: every HTTP server runs under gunicorn -k {WORKER_CLASS} --workers {workers} "
+        f"--threads {threads} (the Settings defaults, the flags `ostiary as serve` passes its gunicorn); wrk keeps its "
+        "32 connections alive. Load generator and servers share the machine's CPUs, so the load generator's CPU is "
+        "taken from the servers alike for every row. Each gunicorn worker keeps the connections it accepted; with "
+        "plain gthread workers the split of the 32 was drawn anew in every run (32 on one worker halved a row's rate), "
+        "the balanced worker accepts only while no other holds fewer. The split is listed under the table.",
         "b. Ours runs as `ostiary as serve` on deployments made with the CLI (`as init`, `as rs add`, `as client "
         "add`, a policy.yaml allowing the scope): HTTP in its gunicorn workers, CoAP in the serve process itself. "
         "While one side is measured the other is idle (its CPU is included in 'srv CPU'). Audience front-door uses "
