@@ -112,3 +112,13 @@ def test_connection_split_counts_each_process_s_established_connections(bench_as
         finally:
             for sock in accepted + clients:
                 sock.close()
+
+
+def test_warm_page_cache_reads_the_database_and_its_wal(bench_as: ModuleType, tmp_path: Path) -> None:
+    db = tmp_path / "ostiary.db"
+    db.write_bytes(b"x" * 3_000_000)
+    assert bench_as.warm_page_cache(db) == 3_000_000
+    Path(f"{db}-wal").write_bytes(b"y" * 1000)
+    assert bench_as.warm_page_cache(db) == 3_001_000
+    assert bench_as.warm_page_cache(None) == 0
+    assert bench_as.warm_page_cache(tmp_path / "missing.db") == 0
