@@ -14,6 +14,7 @@ import itertools
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -1122,3 +1123,37 @@ def test_bulk_insert_tokens(sql_url: str, master_key: MasterKey, open_sql: OpenS
     with pytest.raises(DuplicateError):
         storage.bulk_insert_tokens([make_token(), tokens[0]])
     assert storage.count() == 2500  # the failed batch left nothing behind
+
+
+def test_the_token_writer_checkpoints_the_wal_in_the_background(
+    tmp_path: Path, master_key: MasterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: the token writer's connection leaves checkpoints to a background thread (token_writer docstring), which
+    runs one while tokens are being written, outside the write lock."""
+    from as_server.storage.sqlalchemy import token_writer
+
+    monkeypatch.setattr(token_writer, "CHECKPOINT_INTERVAL", 0.02)
+    url = f"sqlite:///{tmp_path / 'ostiary.db'}"
+    upgrade(url)
+    storage = SqlStorage(make_engine(url), master_key)
+    writer = storage._writer
+    calls: list[float] = []
+    original = writer.checkpoint
+
+    def counting() -> None:
+        calls.append(time.monotonic())
+        original()
+
+    monkeypatch.setattr(writer, "checkpoint", counting)
+    try:
+        storage.record(make_token())
+        kept = writer._proxied.driver_connection
+        assert kept.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        deadline = time.monotonic() + WAIT
+        while not calls:
+            assert time.monotonic() < deadline, "no background checkpoint"
+            time.sleep(0.01)
+        assert storage.get_by_cti(make_token().cti) is None  # reads still work beside it
+    finally:
+        storage.close()
+    assert not writer._checkpointer.is_alive()  # type: ignore[union-attr]

@@ -21,6 +21,13 @@ A token issued under consent grants (:attr:`~as_server.models.IssuedToken.grant_
 rows, in the same transaction, by one more statement for the batch (``executemany``); batches without such tokens
 (every batch of a deployment without consent grants) send nothing more.
 
+On SQLite the kept connection does not checkpoint the WAL itself (``wal_autocheckpoint = 0``): an automatic
+checkpoint runs inside the commit that crosses the threshold, while that commit still holds the write lock every
+writer of every process waits for, and on a large database (random index pages all over the file) it writes and
+syncs thousands of scattered pages. A background thread of the writer checkpoints instead, every
+:data:`CHECKPOINT_INTERVAL` seconds while tokens are being written, with ``PASSIVE`` (it copies what no reader
+needs and never blocks writers). Connections of the other write paths keep SQLite's automatic checkpoints.
+
 When the batch violates a unique index (a ``cti``, token hash or generated PoP key id that is taken, possibly by
 another row of the same batch), it is rolled back and written again row by row, each row in a savepoint, so that
 only the offending rows fail (with :class:`~as_server.storage.base.DuplicateError`) and the others still share
@@ -29,6 +36,8 @@ one commit.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -43,7 +52,9 @@ from as_server.storage.sqlalchemy import rows
 from as_server.storage.sqlalchemy.engine import WriteLock
 from as_server.storage.sqlalchemy.tables import issued_tokens, token_grants
 
-__all__ = ["DUPLICATE_TOKEN", "TokenRow", "TokenWriter", "is_unique_violation"]
+__all__ = ["CHECKPOINT_INTERVAL", "DUPLICATE_TOKEN", "TokenRow", "TokenWriter", "is_unique_violation"]
+
+log = logging.getLogger(__name__)
 
 #: The message of a row's :class:`DuplicateError`.
 DUPLICATE_TOKEN: Final = "a token with this cti or token hash, or this generated PoP key id, is already recorded"
@@ -53,6 +64,10 @@ _SQLITE_UNIQUE = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CON
 _PG_UNIQUE_VIOLATION = "23505"
 #: Statements kept per batch size at most (the group committer's batches are no larger by default).
 _MAX_CACHED_SIZES = 256
+#: Seconds between the token writer's WAL checkpoints while tokens are written (module docstring).
+CHECKPOINT_INTERVAL: Final = 0.5
+#: SQLite's default automatic-checkpoint threshold (pages), restored when the kept connection goes back to the pool.
+_SQLITE_DEFAULT_AUTOCHECKPOINT = 1000
 
 TokenValues = tuple[Any, ...]
 #: One token to write: its ``issued_tokens`` values (:func:`.rows.token_values`) and its ``token_grants`` rows
@@ -91,6 +106,10 @@ class TokenWriter:
         self._guard = threading.Lock()
         self._proxied: Any = None
         self._pid = 0
+        # The background checkpointer (SQLite): started with the first batch, stopped by close().
+        self._batches = 0
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     def insert_sql(self, rows_in_statement: int) -> str:
         """``INSERT INTO issued_tokens (<TOKEN_COLUMNS>) VALUES (...), ...`` for that many rows, in the driver's
@@ -117,6 +136,7 @@ class TokenWriter:
             proxied = self._connection()
             try:
                 connection = proxied.driver_connection
+                self._batches += 1
                 try:
                     self._insert_all(connection, batch)
                     return [None] * len(batch)
@@ -137,15 +157,61 @@ class TokenWriter:
         """The kept pooled connection (the guard is held); a new one on first use, after a failure or a fork (a
         connection inherited from the parent process is the parent's: it is left alone, not closed)."""
         if self._proxied is None or self._pid != os.getpid():
-            self._proxied = self._engine.raw_connection()
+            proxied: Any = self._engine.raw_connection()
             self._pid = os.getpid()
+            if self._sqlite:
+                proxied.driver_connection.execute("PRAGMA wal_autocheckpoint = 0")
+                self._start_checkpointer()
+            self._proxied = proxied
         return self._proxied
+
+    def _start_checkpointer(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer.is_alive():
+            return
+        self._stop.clear()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="ostiary-wal-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        """Checkpoint the WAL every CHECKPOINT_INTERVAL while batches are written (module docstring)."""
+        seen = 0
+        while not self._stop.wait(CHECKPOINT_INTERVAL):
+            if self._batches == seen:
+                continue
+            seen = self._batches
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """One ``PASSIVE`` WAL checkpoint on a pooled connection, outside the write lock (SQLite; errors are
+        logged and left to the next attempt: a busy database only delays it)."""
+        try:
+            proxied: Any = self._engine.raw_connection()
+        except Exception:  # noqa: BLE001 - the engine is being disposed; the next attempt, if any, retries
+            return
+        try:
+            proxied.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except self._dbapi_error as exc:
+            log.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            proxied.close()
 
     def close(self) -> None:
         """Return the kept connection to the pool (idempotent; a later :meth:`write` takes one again)."""
+        self._stop.set()
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer is not threading.current_thread():
+            checkpointer.join()
         with self._guard:
             proxied, self._proxied = self._proxied, None
             if proxied is not None and self._pid == os.getpid():
+                if self._sqlite:
+                    with contextlib.suppress(Exception):  # back to the pool as SQLite's default, if it still works
+                        proxied.driver_connection.execute(
+                            f"PRAGMA wal_autocheckpoint = {_SQLITE_DEFAULT_AUTOCHECKPOINT}"
+                        )
+                    if self._batches:
+                        self.checkpoint()
                 proxied.close()
 
     def _begin(self, cursor: Any) -> None:
