@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Final, TextIO
 
 __all__ = ["FLUSH_INTERVAL", "MAX_QUEUED_LINES", "BatchingStreamHandler"]
@@ -50,6 +49,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
         self.max_queued = max_queued
         self._queued: list[str] = []  # guarded by the handler's lock (logging.Handler.acquire)
         self._wake = threading.Event()
+        self._closing = threading.Event()  # ends the writer's gathering wait at once
         self._closed = False
         self._flusher: threading.Thread | None = None
         self._flusher_pid = 0
@@ -84,6 +84,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
             self._write_queued(None)
         finally:
             self.release()
+        self._closing.set()
         self._wake.set()
         super().close()
 
@@ -118,5 +119,6 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]  #
             if self._closed:
                 return
             # Let the lines of the next interval gather, then write them together.
-            time.sleep(self.interval)
+            if self._closing.wait(self.interval):
+                return  # close() wrote the queue
             self.flush()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,10 +74,7 @@ def test_repeated_pull_is_idempotent(bs: Bs, store: CredentialStore) -> None:
 def test_classic(bs: Bs, store: CredentialStore, plain: bool) -> None:
     # The server records the end of the previous test's session after the device has answered its Finish; until
     # then a new Bootstrap-Request of the device is refused (4.00), so wait for that (bounded) on a busy machine.
-    deadline = time.monotonic() + TIMEOUT
-    while bs.service.is_bootstrapping(CLAIMED.serial):
-        assert time.monotonic() < deadline, "the previous bootstrap session did not end"
-        time.sleep(0.01)
+    assert bs.service.wait_until_not_bootstrapping(CLAIMED.serial, TIMEOUT), "the previous session did not end"
     client = BootstrapClient(_bundle(bs, uri=bs.plain_uri if plain else None), store, timeout=TIMEOUT)
     creds = _run(client.classic())
     assert store.load() == creds

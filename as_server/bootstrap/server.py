@@ -172,6 +172,7 @@ class BootstrapService:
         # One classic session per device at a time; a second Bootstrap-Request while one runs is refused.
         self._active: set[str] = set()
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # notified whenever a session leaves _active
         # The packs of this server's account, encoded once (rebuilt when the account's settings above change).
         self._pack_template: BootstrapPackTemplate | None = None
 
@@ -283,6 +284,7 @@ class BootstrapService:
         except BaseException:
             with self._lock:
                 self._active.discard(serial)
+                self._ended.notify_all()
             raise
 
     def is_bootstrapping(self, serial: str) -> bool:
@@ -290,6 +292,12 @@ class BootstrapService:
         another Bootstrap-Request of the device meanwhile is refused."""
         with self._lock:
             return serial in self._active
+
+    def wait_until_not_bootstrapping(self, serial: str, timeout: float) -> bool:
+        """Block until no classic bootstrap of this device is running (see :meth:`is_bootstrapping`), at most
+        ``timeout`` seconds; returns whether none is."""
+        with self._ended:
+            return self._ended.wait_for(lambda: serial not in self._active, timeout)
 
     def session_ended(self, session: BootstrapSession, peer: Peer) -> bool:
         """Record the end of a classic session: a completed one (Finish answered 2.04) confirms its key.
@@ -312,6 +320,7 @@ class BootstrapService:
             if serial is not None:
                 with self._lock:
                     self._active.discard(serial.serial)
+                    self._ended.notify_all()
 
     def _delivered(self, device: DeviceRecord, key: OperationalKey, now: int) -> None:
         """Record a pack's delivery: confirm its key, and clear the device's revocation (``device`` was read by

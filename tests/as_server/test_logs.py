@@ -6,8 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,15 +17,24 @@ WAIT = 5.0
 
 
 class CountingStream(io.StringIO):
-    """A text stream that counts the writes it receives."""
+    """A text stream that counts the writes it receives and wakes :meth:`wait_for` on each."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self._written = threading.Condition()
 
     def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
+        with self._written:
+            self.writes += 1
+            n = super().write(text)
+            self._written.notify_all()
+            return n
+
+    def wait_for(self, condition: Callable[[str], bool]) -> None:
+        """Until ``condition(contents)`` holds after a write (bounded by WAIT)."""
+        with self._written:
+            assert self._written.wait_for(lambda: condition(self.getvalue()), WAIT), self.getvalue()
 
 
 @pytest.fixture
@@ -47,13 +55,6 @@ def logger(stream: CountingStream) -> Iterator[tuple[logging.Logger, BatchingStr
     handler.close()
 
 
-def wait_for(condition: object) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_info_lines_are_queued_and_written_in_one_call(stream: CountingStream) -> None:
     handler = BatchingStreamHandler(stream, interval=60.0)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -72,9 +73,9 @@ def test_queued_lines_are_written_by_the_background_writer(
     log, _ = logger  # interval 0.05 s
     log.info("issued token 1")
     log.info("issued token 2")
-    wait_for(lambda: stream.getvalue() == "INFO issued token 1\nINFO issued token 2\n")
+    stream.wait_for(lambda text: text == "INFO issued token 1\nINFO issued token 2\n")
     log.info("issued token 3")  # a later batch gets written too
-    wait_for(lambda: stream.getvalue().endswith("INFO issued token 3\n"))
+    stream.wait_for(lambda text: text.endswith("INFO issued token 3\n"))
 
 
 def test_a_warning_is_written_at_once_after_the_lines_before_it(
