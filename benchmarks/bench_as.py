@@ -690,22 +690,26 @@ def _make_deployment(home: Path) -> str:
 
 
 def _fake_tokens(n: int) -> Iterator[Any]:
-    """``n`` realistic issued-token records: random 16-byte cti, its token hash, OSCORE cnf, 1,000 clients x 20
-    audiences, issued over the last 30 days (most expired)."""
+    """``n`` realistic issued-token records, as the AS writes them: issued evenly over the last 30 days (most
+    expired), each with the AS's cti for its issue second (:func:`~as_server.endpoints.token.clocked_cti`), a
+    random token hash, OSCORE cnf with a random id, 1,000 clients x 20 audiences."""
     import hashlib
 
     from ace_core import cbor
     from ace_core.pop import Confirmation, OscoreMaterial
     from ace_core.registry import AceProfile
+    from as_server.endpoints.token import CTI_RANDOM_LENGTH, clocked_cti
     from as_server.models import IssuedToken
 
     now = int(time.time())
     clients = [f"device-{i:04d}" for i in range(999)] + [CLIENT_ID]
     audiences = [f"door-{i:02d}" for i in range(19)] + [AUDIENCE]
+    span = 30 * 86400
     for i in range(n):
-        rnd = secrets.token_bytes(16 + 8 + 16)
-        cti, pop_kid, ms = rnd[:16], rnd[16:24], rnd[24:]
-        iat = now - (int.from_bytes(cti[:4], "big") % (30 * 86400))
+        rnd = secrets.token_bytes(CTI_RANDOM_LENGTH + 8 + 16)
+        pop_kid, ms = rnd[CTI_RANDOM_LENGTH : CTI_RANDOM_LENGTH + 8], rnd[CTI_RANDOM_LENGTH + 8 :]
+        iat = now - span + i * span // n  # one second's tokens have consecutive counter values, as from one process
+        cti = clocked_cti(iat, i, rnd[:CTI_RANDOM_LENGTH])
         yield IssuedToken(
             cti=cti,
             client_id=clients[i % len(clients)],
@@ -714,7 +718,7 @@ def _fake_tokens(n: int) -> Iterator[Any]:
             profile=AceProfile.COAP_OSCORE,
             iat=iat,
             exp=iat + 3600,
-            token_hash=b"\x01" + hashlib.sha256(cti).digest(),
+            token_hash=b"\x01" + hashlib.sha256(rnd).digest(),
             cnf=cbor.dumps(Confirmation(osc=OscoreMaterial(id=pop_kid, ms=ms)).to_cbor_map()),
             pop_kid=pop_kid,
         )
@@ -1497,11 +1501,12 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
         "checked (status and a decodable token); afterwards the token tables are counted: every 2xx answer "
         "the load generators saw must have its row.",
         f"g. Goal 4: a second deployment (same CLI setup) whose database holds {stored:,} realistic token records "
-        "(random 16-byte cti and its token hash, sealed OSCORE cnf, 1,000 clients x 20 audiences, issued over 30 "
-        "days) bulk-loaded before the servers start, then WAL-checkpointed; it is measured in the same rounds as "
-        "the empty one. The 'empty' database fills up during the run with the tokens the other rows issue. Before "
-        "each run, every server's database file (with its WAL) is read once into the page cache, as a server under "
-        "continuous load would have it (warm_page_cache: this machine evicts idle file pages within a minute).",
+        "(issued evenly over 30 days with the AS's cti for the issue second, a random token hash, sealed OSCORE "
+        "cnf, 1,000 clients x 20 audiences) bulk-loaded before the servers start, then WAL-checkpointed; it is "
+        "measured in the same rounds as the empty one. The 'empty' database fills up during the run with the "
+        "tokens the other rows issue. Before each run, every server's database file (with its WAL) is read once "
+        "into the page cache, as a server under continuous load would have it (warm_page_cache: this machine "
+        "evicts idle file pages within a minute).",
         "h. srv CPU ms/req: server CPU time (all processes of the server) per request. srv CPU: the server's CPU "
         "use during the runs (100% = one core); a server limited by its CPU sits near what the load generator "
         "leaves free, one limited by waiting (locks, fsync, a GIL-bound single process) below it. other CPU: "

@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["as_server.identity", "as_server.audit", "as_server.console"])
+@pytest.mark.parametrize(
+    "name", ["as_server.identity", "as_server.audit", "as_server.console", "as_server.endpoints.token"]
+)
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -1033,6 +1033,94 @@ def test_a_generated_pop_kid_twice_in_one_batch_fails_only_the_second(
     assert storage.find_by_pop_kid("client-1", "lock-1", b"kid-2") == rebound
 
 
+def queued_callers(storage: SqlStorage, monkeypatch: pytest.MonkeyPatch, count: int) -> threading.Event:
+    """An event set once ``count`` rows have been queued for the writer thread (thread callers or futures)."""
+    committer = storage._committer  # noqa: SLF001 - a seam: when callers are queued
+    original = committer._enqueue  # noqa: SLF001
+    queued, seen = threading.Event(), itertools.count(1)
+
+    def counting(row: Any, sink: Any) -> None:
+        original(row, sink)
+        if next(seen) == count:
+            queued.set()
+
+    monkeypatch.setattr(committer, "_enqueue", counting)
+    return queued
+
+
+def test_threads_waiting_in_one_batch_each_get_their_own_outcome(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer wakes a batch's first waiting thread and each wakes the next (GroupCommitter._wait_queued)."""
+    storage = open_sql(sql_url, master_key)
+    tokens = [make_token() for _ in range(12)]
+    tokens[7] = dataclasses.replace(tokens[7], cti=tokens[3].cti)  # a duplicate inside the batch: fails alone
+    outcomes: dict[int, BaseException | None] = {}
+
+    def call(i: int) -> None:
+        try:
+            storage.record(tokens[i])
+            outcomes[i] = None
+        except DuplicateError as exc:
+            outcomes[i] = exc
+
+    with writer_held(storage, monkeypatch) as release:
+        queued = queued_callers(storage, monkeypatch, len(tokens) + 1)
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(tokens))]
+        for t in threads:
+            t.start()
+        beside = storage.submit_record(make_token())  # a future in the same batch
+        assert queued.wait(WAIT)
+        release.set()
+        for t in threads:
+            t.join(WAIT)
+        assert beside.result(timeout=WAIT) is None
+    assert not any(t.is_alive() for t in threads)
+    assert storage.commit_stats.largest_batch == len(tokens) + 1  # they were one batch
+    failed = sorted(i for i, exc in outcomes.items() if exc is not None)
+    assert len(outcomes) == len(tokens) and len(failed) == 1 and failed[0] in (3, 7)  # whichever queued second
+    assert storage.count() == 1 + len(tokens)  # the held first token, 11 of the 12, the future's
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_threads_waiting_when_the_writer_dies_are_all_woken(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_sql(sql_url, master_key)
+    committer = storage._committer  # noqa: SLF001
+    original = committer._write_batch  # noqa: SLF001
+    entered, release = threading.Event(), threading.Event()
+
+    def fatal_second(rows: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(WAIT)
+            return original(rows)
+        raise SystemExit("the writer thread dies")  # not an Exception: escapes the per-batch handling
+
+    monkeypatch.setattr(committer, "_write_batch", fatal_second)
+    first = storage.submit_record(make_token())
+    assert entered.wait(WAIT)
+    queued = queued_callers(storage, monkeypatch, 5)
+    stopped: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            storage.record(make_token())
+        except WriterStopped as exc:
+            stopped.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for t in threads:
+        t.start()
+    assert queued.wait(WAIT)
+    release.set()
+    for t in threads:
+        t.join(WAIT)
+    assert first.result(timeout=WAIT) is None
+    assert not any(t.is_alive() for t in threads) and len(stopped) == 5
+
+
 def test_a_failing_write_fails_its_callers_and_the_writer_carries_on(
     sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ of its own that could be invalid, expired or revoked; the client's credentials a
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 from typing import Any
@@ -41,6 +42,7 @@ from ace_core.registry import (
 from ace_core.scope import AifScope, TextScope
 from ace_core.status import Status
 from as_server.auth import METHOD_BASIC, ClientCredentials
+from as_server.endpoints.token import CTI_LENGTH, clocked_cti
 from as_server.errors import TooManyRequests
 from as_server.models import PopKeyType, TokenForm, TokenStatus
 from as_server.tokens import token_hash
@@ -144,6 +146,30 @@ def test_each_token_gets_fresh_material(world: World) -> None:
     assert first.cnf[OSC][OscoreInputMaterial.ID] != second.cnf[OSC][OscoreInputMaterial.ID]
     assert first.cnf[OSC][OscoreInputMaterial.MS] != second.cnf[OSC][OscoreInputMaterial.MS]
     assert open_token(first.access_token).cti != open_token(second.access_token).cti
+
+
+def test_ctis_are_unique_and_sort_in_issue_order(world: World) -> None:
+    """RFC 8392 §3.1.7 unique ids; ours start with the issue time and this endpoint's counter (clocked_cti), so
+    the cti indexes grow at their end."""
+    world.token._cti_counter = itertools.count(0xFFFD)  # noqa: SLF001 - a seam: the counter's start is random
+    ctis = []
+    for step in (0, 0, 1, 1, 60):  # same second twice, then later seconds; the counter wraps at 0x10000
+        world.clock.now += step
+        ctis.append(open_token(world.request_token(audience="lock-aif").access_token, now=int(world.clock.now)).cti)
+    assert all(len(cti) == CTI_LENGTH for cti in ctis) and len(set(ctis)) == len(ctis)
+    assert [cti[:4] for cti in ctis] == [int(NOW + d).to_bytes(4, "big") for d in (0, 0, 1, 2, 62)]
+    assert [cti[4:6].hex() for cti in ctis] == ["fffd", "fffe", "ffff", "0000", "0001"]
+    assert ctis == sorted(ctis)  # within a second by the counter, across seconds by the time
+    for cti in ctis:
+        record = world.storage.get_by_cti(cti)
+        assert record is not None and record.cti == cti
+
+
+def test_clocked_cti_layout() -> None:
+    assert clocked_cti(1_800_000_000, 0x0203, b"\xab\xcd") == bytes.fromhex("6b49d200 0203 abcd")
+    assert clocked_cti(0x1_0000_0001, 0x1_0002, b"\x00\x00") == bytes.fromhex("00000001 0002 0000")  # low bits
+    with pytest.raises(ValueError, match="2 random bytes"):
+        clocked_cti(1_800_000_000, 0, b"\x00")
 
 
 def test_dtls_psk_is_a_symmetric_cose_key_in_response_and_token(world: World) -> None:

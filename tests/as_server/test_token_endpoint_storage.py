@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -26,6 +27,7 @@ from ace_core.messages import TokenRequest
 from ace_core.pop import Confirmation
 from ace_core.registry import AceProfile, ConfirmationMethod, CoseAlgorithm, GrantType, OscoreInputMaterial
 from as_server.auth import METHOD_BASIC, ClientCredentials
+from as_server.endpoints.token import CTI_RANDOM_LENGTH
 from as_server.models import SigningKey
 from as_server.sealing import MasterKey
 from as_server.storage.base import DuplicateError, Storage
@@ -98,10 +100,10 @@ def test_a_generated_pop_key_id_that_is_taken_is_drawn_again(
 ) -> None:
     first = world.request_token(audience="lock-aif", scope=aif("/lock:GET"), ace_profile=profile)
     taken = generated_id(first, profile)
-    # The next draw: a fresh cti (8 bytes), then material whose id is the one just issued.
+    # The next draw: the cti's random bytes, then material whose id is the one just issued.
     colliding = bytearray(secrets.token_bytes(material_length))
     colliding[id_at] = taken
-    draws.script = [secrets.token_bytes(8) + bytes(colliding)]
+    draws.script = [secrets.token_bytes(CTI_RANDOM_LENGTH) + bytes(colliding)]
     draws.calls = 0
     second = world.request_token(audience="lock-aif", scope=aif("/lock:GET"), ace_profile=profile)
     assert draws.calls == 2  # the colliding attempt, refused by the storage, and a fresh one
@@ -124,7 +126,7 @@ def test_tokens_rebound_by_kid_share_the_generated_id(world: World, draws: Draws
     assert all(r is not None and r.pop_kid == material_id and not r.pop_key_generated for r in records)
     assert world.storage.find_by_pop_kid("phone-app", "lock-aif", material_id) == records[-1]
     # The id stays taken for generated keys: a new draw of it is refused and replaced.
-    draws.script = [secrets.token_bytes(8) + material_id + secrets.token_bytes(16)]
+    draws.script = [secrets.token_bytes(CTI_RANDOM_LENGTH) + material_id + secrets.token_bytes(16)]
     draws.calls = 0
     again = world.request_token(audience="lock-aif", scope=aif("/lock:GET"))
     assert draws.calls == 2 and again.cnf[OSC][OscoreInputMaterial.ID] != material_id
@@ -142,7 +144,7 @@ def test_tokens_bound_to_the_registered_key_share_its_kid(world: World) -> None:
 
 def test_a_random_source_that_only_collides_is_an_internal_error(world: World, draws: Draws) -> None:
     world.request_token(audience="lock-aif", scope=aif("/lock:GET"))
-    stuck = secrets.token_bytes(8 + 6 + 16)
+    stuck = secrets.token_bytes(CTI_RANDOM_LENGTH + 6 + 16)
     world.random_bytes = lambda n: stuck
     world.request_token(audience="lock-aif", scope=aif("/lock:GET"))  # the first use of these bytes is fine
     with pytest.raises(RuntimeError, match="unused identifiers"):
@@ -287,7 +289,9 @@ def test_a_queued_token_whose_cti_is_taken_fails_its_commit_and_handle_draws_aga
     first = world.request_token(audience="lock-aif", scope=aif("/lock:GET"))
     taken = world.storage.get_by_hash(token_hash(first.access_token))
     assert taken is not None
-    draws.script = [taken.cti + secrets.token_bytes(6 + 16)]
+    # The same second (the fixed clock), the same counter value and the same random bytes: the same cti.
+    world.token._cti_counter = itertools.count(int.from_bytes(taken.cti[4:6], "big"))  # noqa: SLF001 - a seam
+    draws.script = [taken.cti[6:] + secrets.token_bytes(6 + 16)]
     queued = queued_request(world)
     assert queued is not None
     _, record = queued  # type: ignore[misc]

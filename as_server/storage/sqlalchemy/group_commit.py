@@ -7,6 +7,12 @@ to ``max_batch`` rows), writes it in one transaction, commits once, and then wak
 outcome. While it commits, new callers queue up and form the next batch, so batches grow with the load by
 themselves; there is no timer.
 
+Threads blocked in :meth:`GroupCommitter.write` are woken one after the other: the writer wakes the first of the
+batch and each wakes the next as it resumes. Woken all at once, a batch's threads would all come back for the GIL
+together and hand it around: measured with 16 threads per HTTP worker, about 12.5 context switches per token
+request against 10.5 with the chain, and 2-7% more tokens per second (4 of 5 interleaved runs). Callers of
+:meth:`GroupCommitter.submit` (the event loop) get a future, completed by the writer.
+
 A caller of :meth:`GroupCommitter.write` that finds nothing queued and no write in progress writes its row itself,
 in its own thread, while later callers queue behind it. So a lone caller pays the commit and nothing else: no
 thread hand-off, which on a busy machine costs two scheduler wake-ups (tens to hundreds of microseconds). At most
@@ -61,6 +67,37 @@ class CommitStats:
     largest_batch: int
 
 
+class _Waiter:
+    """A thread blocked in :meth:`GroupCommitter.write` until its row's batch is committed.
+
+    The writer wakes only the first waiter of a batch; each waiter wakes the next as it resumes (see
+    :meth:`GroupCommitter._finish`). Woken all at once, a batch's threads would all compete for the GIL.
+    """
+
+    __slots__ = ("_lock", "next", "outcome")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held until woken
+        self.outcome: BaseException | None = None
+        self.next: _Waiter | None = None
+
+    def wake(self) -> None:
+        """Let the waiting thread go on (idempotent)."""
+        try:
+            self._lock.release()
+        except RuntimeError:  # already woken
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or ``timeout`` seconds have passed; returns whether it was woken."""
+        return self._lock.acquire(timeout=timeout)
+
+
+#: Where a queued row's outcome goes: a future (:meth:`GroupCommitter.submit`) or a blocked thread (``write``).
+_Sink = Future[None] | _Waiter
+
+
 class GroupCommitter(Generic[T]):
     """A queue of rows and the single thread that writes them in batches (see the module docstring)."""
 
@@ -71,8 +108,8 @@ class GroupCommitter(Generic[T]):
         self._max_batch = max_batch
         self._name = name
         self._cond = threading.Condition(threading.Lock())
-        self._queue: list[tuple[T, Future[None]]] = []
-        self._inflight: list[tuple[T, Future[None]]] = []
+        self._queue: list[tuple[T, _Sink]] = []
+        self._inflight: list[tuple[T, _Sink]] = []
         self._busy = False  # a transaction is writing (the writer thread's, or a lone caller's own)
         self._closing = False
         self._failure: BaseException | None = None
@@ -93,15 +130,13 @@ class GroupCommitter(Generic[T]):
         if self._failure is not None:
             raise WriterStopped("the token writer thread stopped") from self._failure
 
-    def _enqueue(self, row: T) -> Future[None]:
+    def _enqueue(self, row: T, sink: _Sink) -> None:
         """Queue ``row`` (the lock is held)."""
-        future: Future[None] = Future()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
-        self._queue.append((row, future))
+        self._queue.append((row, sink))
         self._cond.notify_all()
-        return future
 
     def _count(self, rows: int) -> None:
         """Account for one transaction of ``rows`` rows (the lock is held)."""
@@ -116,9 +151,11 @@ class GroupCommitter(Generic[T]):
         :raises StorageClosedError: after :meth:`close`.
         :raises WriterStopped: the writer thread died earlier.
         """
+        future: Future[None] = Future()
         with self._cond:
             self._check_accepting()
-            return self._enqueue(row)
+            self._enqueue(row, future)
+        return future
 
     def write(self, row: T) -> None:
         """Write ``row`` and return once it is committed; raises what writing it raised.
@@ -127,13 +164,14 @@ class GroupCommitter(Generic[T]):
         """
         with self._cond:
             self._check_accepting()
+            waiter: _Waiter | None = None
             if self._busy or self._queue:
-                future = self._enqueue(row)
+                waiter = _Waiter()
+                self._enqueue(row, waiter)
             else:
                 self._busy = True
-                future = None
-        if future is not None:
-            self.wait(future)
+        if waiter is not None:
+            self._wait_queued(waiter)
             return
         try:
             outcomes = self._write_batch([row])
@@ -146,17 +184,18 @@ class GroupCommitter(Generic[T]):
         if outcome is not None:
             raise outcome
 
-    def wait(self, future: Future[None]) -> None:
-        """Wait for a future from :meth:`submit`, re-checking that the writer is alive while waiting."""
-        while True:
-            try:
-                return future.result(timeout=LIVENESS_CHECK_INTERVAL)
-            except TimeoutError:
-                if future.done():
-                    raise  # the write itself raised TimeoutError
+    def _wait_queued(self, waiter: _Waiter) -> None:
+        """Block until ``waiter``'s row is written, wake the next waiter of its batch, raise the row's outcome."""
+        while not waiter.wait(LIVENESS_CHECK_INTERVAL):
             thread = self._thread
-            if (thread is None or not thread.is_alive()) and not future.done():
+            if thread is None or not thread.is_alive():
+                if waiter.wait(0):
+                    break
                 raise WriterStopped("the token writer thread stopped")
+        if waiter.next is not None:
+            waiter.next.wake()
+        if waiter.outcome is not None:
+            raise waiter.outcome
 
     def close(self) -> None:
         """Write everything queued, then stop and join the writer thread. Idempotent."""
@@ -198,12 +237,16 @@ class GroupCommitter(Generic[T]):
                 self._inflight = []
                 self._busy = False
                 self._cond.notify_all()
-            for _, future in orphans:
-                if not future.done():
-                    future.set_exception(WriterStopped("the token writer thread stopped"))
+            stopped = WriterStopped("the token writer thread stopped")
+            for _, sink in orphans:
+                if isinstance(sink, _Waiter):
+                    sink.outcome = sink.outcome or stopped
+                    sink.wake()
+                elif not sink.done():
+                    sink.set_exception(stopped)
             raise
 
-    def _process(self, batch: list[tuple[T, Future[None]]]) -> None:
+    def _process(self, batch: list[tuple[T, _Sink]]) -> None:
         rows = [row for row, _ in batch]
         outcomes: Sequence[BaseException | None]
         try:
@@ -215,8 +258,19 @@ class GroupCommitter(Generic[T]):
             outcomes = [exc] * len(rows)
         with self._cond:
             self._count(len(rows))
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if outcome is None:
-                future.set_result(None)
+        first: _Waiter | None = None
+        last: _Waiter | None = None
+        for (_, sink), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(sink, _Waiter):
+                sink.outcome = outcome
+                if last is None:
+                    first = sink
+                else:
+                    last.next = sink
+                last = sink
+            elif outcome is None:
+                sink.set_result(None)
             else:
-                future.set_exception(outcome)
+                sink.set_exception(outcome)
+        if first is not None:
+            first.wake()  # which wakes the next: one thread at a time comes back for the GIL

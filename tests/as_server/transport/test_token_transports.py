@@ -378,7 +378,7 @@ def test_coap_token_whose_identifier_is_taken_is_issued_with_fresh_ones(
     monkeypatch.setattr(endpoint, "_random", recording)
     first = send(deployment, "/token", family="coap", message=_request("coap", scope=LOCK_SCOPE))
     assert first.status == success_status("coap")
-    replay = [drawn[-1]]  # the same cti and OSCORE id again, once
+    replay = [drawn[-1]]  # the same OSCORE id again, once (and the same random bytes of the cti)
 
     def replaying(n: int) -> bytes:
         return replay.pop() if replay else original(n)
