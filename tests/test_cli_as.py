@@ -291,3 +291,36 @@ def test_every_as_command_help_teaches() -> None:
         assert "example:" in text, path
         assert "ostiary as" in text.split("example:")[1], path
         assert sub.description and len(sub.description) > 20, path
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_policy_appends() -> list[str]:
+    """The YAML the README's shell blocks append to the policy file that ``as init`` wrote (``cat >> ... <<'YAML'``)."""
+    lines, blocks, current = README.read_text().splitlines(), [], None
+    for line in lines:
+        if current is not None:
+            if line == "YAML":
+                blocks.append("\n".join(current) + "\n")
+                current = None
+            else:
+                current.append(line)
+        elif line.startswith("cat >> $OSTIARY_HOME/policy.yaml <<'YAML'"):
+            current = []
+    return blocks
+
+
+def test_the_readme_policy_steps_give_a_policy_the_server_loads(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new user follows the README: ``as init``, then each ``cat >>`` of rules onto the file it wrote."""
+    from policies.engine import PolicyEngine
+
+    run(home, capsys, "init")
+    blocks = _readme_policy_appends()
+    assert len(blocks) >= 2  # the quick start and the sign-in app
+    policy = home / "policy.yaml"
+    with policy.open("a") as f:
+        for block in blocks:
+            f.write(block)
+    engine = PolicyEngine.from_file(policy)  # what `ostiary as serve` does at start
+    assert {client for rule in engine.rules for client in rule.clients} >= {"phone-app", "door-app"}
