@@ -116,8 +116,8 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "with the OSCORE profile (RFC 9203), derives a security context shared with the client.",
         "Typical first run (the key is the one 'ostiary as rs add front-door' printed):\n"
         "  ostiary lock init-config --audience front-door --issuer coap://127.0.0.1/token \\\n"
-        "      --as-uri coap://127.0.0.1:5683/token --key a401... --port 5684 --out lock.toml\n"
-        "  ostiary lock serve --config lock.toml     # CoAP on 127.0.0.1:5684; SIGTERM stops it",
+        "      --as-uri coap://127.0.0.1:5683/token --key a401... --port 5686 --out lock.toml\n"
+        "  ostiary lock serve --config lock.toml     # CoAP on 127.0.0.1:5686; SIGTERM stops it",
     ),
     "client": (
         "client SDK for smartphone apps: get tokens, open a lock, protected requests",

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -817,6 +819,7 @@ async def serve(
 
     A single unicast address is served with aiocoap's ``simplesocketserver`` transport; other hosts use ``udp6``.
     """
+    _ensure_udp_port_free(host, port)
     rs.restore()
     wrapper = AceSiteWrapper(inner_site, rs, public_paths=public_paths)
     transports = ["simplesocketserver"] if _is_unicast_literal(host) else ["udp6"]
@@ -834,6 +837,33 @@ async def serve(
 
     server._purger = asyncio.get_running_loop().create_task(purge_forever(), name="ostiary token purge")
     return server
+
+
+def _ensure_udp_port_free(host: str, port: int) -> None:
+    """Raise :class:`OSError` (``EADDRINUSE``) if another socket holds UDP ``host:port`` (port 0 passes).
+
+    aiocoap binds its server sockets with ``SO_REUSEPORT``, so a lock on a taken port would start without an error
+    and the kernel would spread the datagrams over both servers by source address: a client's token upload could
+    reach the lock and its OSCORE requests the other server. A probe socket that does not share fails to bind
+    instead. (``as_server.transport.udp`` does the same for the AS; the packages do not import each other.)
+    """
+    if port == 0:
+        return
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        return  # the real bind reports it
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # as aiocoap's udp6 binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                message = f"UDP port {port} on {host or 'every address'} is already in use by another server"
+                raise OSError(errno.EADDRINUSE, message) from None
 
 
 def _is_unicast_literal(host: str) -> bool:

@@ -53,6 +53,7 @@ from ace_core.lwm2m.registry import EXCHANGE_LIFETIME
 from ace_core.status import Status
 from as_server.bootstrap.server import UNAUTHENTICATED, BootstrapService, Lwm2mRefused, Peer, PeerKind
 from as_server.bootstrap.session import BootstrapSession
+from as_server.transport.udp import ensure_udp_port_free
 
 __all__ = ["BootstrapCoapServer", "dtls_available"]
 
@@ -353,6 +354,7 @@ class BootstrapCoapServer:
             if plain_port is not None:
                 if not service.allow_unauthenticated:
                     raise RuntimeError("plain-CoAP bootstrap needs BootstrapService(allow_unauthenticated=True)")
+                ensure_udp_port_free(host, plain_port, setting="bootstrap_plain_port (OSTIARY_BOOTSTRAP_PLAIN_PORT)")
                 self.plain_context = await aiocoap.Context.create_server_context(
                     _site(self, plain=True), bind=(host, plain_port), transports=["udp6"]
                 )
@@ -374,6 +376,8 @@ class BootstrapCoapServer:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _start_dtls(self, host: str, port: int) -> aiocoap.Context:
+        # aiocoap's DTLS server would share a taken port silently
+        ensure_udp_port_free(host, port, setting="bootstrap_dtls_port (OSTIARY_BOOTSTRAP_DTLS_PORT)")
         server_class: Any = _dtls_server_class()
         context = aiocoap.Context(serversite=_site(self, plain=False), loggername="ostiary.bootstrap.aiocoap")
         context.server_credentials = _PskLookup(self.service.find_psk)

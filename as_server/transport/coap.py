@@ -74,6 +74,7 @@ from as_server.transport.common import (
     error_outcome,
     introspection_credentials,
 )
+from as_server.transport.udp import ensure_udp_port_free
 
 __all__ = ["AccessRequestResource", "AceEndpointResource", "create_coap_site", "start_coap"]
 
@@ -423,6 +424,8 @@ async def start_coap(
     throughput of ``udp6``, shared/reference/library-notes.md §2.6); the wildcard address, a host name, or a
     failure to bind that way fall back to the default ``udp6`` server transport.
     """
+    # aiocoap would share a taken port silently (as_server.transport.udp)
+    ensure_udp_port_free(host, port, setting="coap_port (OSTIARY_COAP_PORT, --coap-port)")
     literal = f"[{host}]" if ":" in host else host
     site = create_coap_site(server, executor=executor, base_uri=f"coap://{literal}:{port}" if port else None)
     if _is_unicast_literal(host):

@@ -579,3 +579,12 @@ def test_the_pack_is_the_accounts_pack_and_follows_the_account_settings(bs: Bs) 
         assert account.security.server_uri == "coaps://elsewhere.example:5684" and account.server.lifetime == 120
     finally:
         service.server_uri, service.lifetime = uri, lifetime
+
+
+def test_a_second_bootstrap_server_on_the_dtls_port_refuses_to_start(bs: Bs) -> None:
+    """aiocoap's DTLS server binds with SO_REUSEPORT; ours checks first (as_server.transport.udp)."""
+    from as_server.transport.udp import PortInUseError
+
+    port = bs.transport.dtls_port
+    with pytest.raises(PortInUseError, match=rf"UDP port {port} on 127.0.0.1 .*bootstrap_dtls_port"):
+        bs.loops.run(BootstrapCoapServer.start(bs.service, host="127.0.0.1", dtls_port=port))
