@@ -78,7 +78,8 @@ Decisions where the RFCs leave a choice (each also noted where it is implemented
   start) and 2 random bytes, see :func:`clocked_cti`. Every index keyed by ``cti`` (the unique one in SQL, and any
   an RS or a revocation list keeps) then grows at its end: each process's tokens of one second sit side by side,
   so a commit of many tokens writes a few index pages instead of one random page per token, on SQLite and
-  PostgreSQL alike. It tells nothing the token does not: ``exp`` and (unless compact) ``iat`` are in it. Two
+  PostgreSQL alike. Its time tells nothing the token does not (``exp`` and, unless compact, ``iat`` are in it);
+  its counter tells an RS that gets two tokens of one AS process how many that process issued between them. Two
   processes draw the same ``cti`` only within one second, at the same counter value, with the same random bytes;
   the unique index refuses the second and the endpoint draws again, as for any identifier that is taken.
 * **``token_type`` is sent** (PoP): RFC 9200 §5.8.2 makes it optional with PoP as the default, but OAuth clients

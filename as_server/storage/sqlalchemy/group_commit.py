@@ -70,8 +70,9 @@ class CommitStats:
 class _Waiter:
     """A thread blocked in :meth:`GroupCommitter.write` until its row's batch is committed.
 
-    The writer wakes only the first waiter of a batch; each waiter wakes the next as it resumes (see
-    :meth:`GroupCommitter._finish`). Woken all at once, a batch's threads would all compete for the GIL.
+    The writer wakes only the first waiter of a batch (:meth:`GroupCommitter._process`); each waiter wakes the next
+    as it resumes (:meth:`GroupCommitter._wait_queued`). Woken all at once, a batch's threads would all compete for
+    the GIL.
     """
 
     __slots__ = ("_lock", "next", "outcome")
