@@ -19,7 +19,10 @@ page says so (400) in fixed text. Any other error is redirected to the client wi
 sign-in shows the page again (400) with one message for every reason (no user enumeration); too many failures 429
 with ``Retry-After``; a missing or stale CSRF token 403. Responses carry ``Cache-Control: no-store``, a restrictive
 ``Content-Security-Policy`` (no scripts; the inline style by nonce; ``frame-ancestors 'none'``, with
-``X-Frame-Options: DENY``, against clickjacking, RFC 6749 §10.13) and ``Referrer-Policy: no-referrer``.
+``X-Frame-Options: DENY``, against clickjacking, RFC 6749 §10.13) and ``Referrer-Policy: no-referrer``. The page's
+``form-action`` names this AS and the request's (validated) redirect URI, see :func:`redirect_source`: Chromium and
+Safari apply ``form-action`` to the redirect that answers the form, so ``'self'`` alone stopped the user's browser
+on the sign-in page after "Sign in and allow" (the code issued, never delivered).
 
 Authlib checks that the AS is reached over TLS (RFC 6749 §3.1): the URL it checks is the configured public base
 URL (:attr:`~as_server.config.Settings.http_base_url`) plus the path, so a deployment behind a TLS proxy sets
@@ -29,8 +32,10 @@ URL (:attr:`~as_server.config.Settings.http_base_url`) plus the path, so a deplo
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
@@ -97,14 +102,48 @@ def _not_used(token: Any, oauth_request: Any) -> None:  # pragma: no cover - tok
     raise AssertionError("Authlib's save_token is not used: the token endpoint records ACE tokens")
 
 
-def _security_headers(response: Response, nonce: str) -> Response:
+#: A CSP source expression we build from a redirect URI: a scheme, or a scheme with a host (and port); nothing that
+#: could end the directive or add another (CSP3 §2.3.1 ``scheme-source`` / ``host-source``).
+_CSP_SOURCE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(//(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?)?")
+
+
+def redirect_source(redirect_uri: str | None) -> str | None:
+    """The CSP source that lets the sign-in form's answer redirect to ``redirect_uri`` (already validated against
+    the client's registration, RFC 6749 §3.1.2.3): its origin for ``http``/``https`` (a loopback port of RFC 8252
+    §7.3 included), its scheme for a private-use scheme (RFC 8252 §7.1: ``com.example.app:``). ``None`` when there
+    is none or it would not be a plain source expression.
+
+    >>> redirect_source("http://127.0.0.1:53682/callback"), redirect_source("com.example.doorapp:/callback")
+    ('http://127.0.0.1:53682', 'com.example.doorapp:')
+    """
+    if not redirect_uri:
+        return None
+    parts = urlsplit(redirect_uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError:
+            return None
+        source = f"{scheme}://{f'[{host}]' if ':' in host else host}{f':{port}' if port is not None else ''}"
+    elif "." in scheme:  # a private-use scheme is a reverse domain name (as_server.oauth.redirect_uris)
+        source = f"{scheme}:"
+    else:
+        return None
+    return source if _CSP_SOURCE.fullmatch(source) else None
+
+
+def _security_headers(response: Response, nonce: str, *, form_target: str | None = None) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    form_action = "'self'" if form_target is None else f"'self' {form_target}"
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        f"default-src 'none'; style-src 'nonce-{nonce}'; form-action {form_action}; frame-ancestors 'none'; "
+        "base-uri 'none'"
     )
     return response
 
@@ -117,7 +156,7 @@ def install(app: Flask, server: AuthorizationServer) -> None:
     authlib = _AuthlibServer(app, flows, base)
     flows.configure(authlib)
 
-    def page(status: int, *, cookie: str | None = None, **context: Any) -> Response:
+    def page(status: int, *, cookie: str | None = None, form_target: str | None = None, **context: Any) -> Response:
         nonce = secrets.token_urlsafe(16)
         body = render_template("authorize.html", nonce=nonce, **{"fatal": False, "error": None, **context})
         response = Response(body, status=status, content_type="text/html; charset=utf-8")
@@ -130,7 +169,7 @@ def install(app: Flask, server: AuthorizationServer) -> None:
                 secure=secure_cookie,
                 samesite="Strict",
             )
-        return _security_headers(response, nonce)
+        return _security_headers(response, nonce, form_target=form_target)
 
     def fatal(message: str) -> Response:
         return page(400, fatal=True, error=message)
@@ -150,6 +189,7 @@ def install(app: Flask, server: AuthorizationServer) -> None:
         return page(
             status,
             cookie=cookie,
+            form_target=redirect_source(grant.redirect_uri),  # where the answer to the form redirects
             error=error,
             username=username,
             client_name=client.display_name or client.client_id,

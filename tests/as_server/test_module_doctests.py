@@ -9,7 +9,14 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["as_server.identity", "as_server.audit", "as_server.console", "as_server.endpoints.token"]
+    "name",
+    [
+        "as_server.identity",
+        "as_server.audit",
+        "as_server.console",
+        "as_server.endpoints.token",
+        "as_server.transport.authorize",
+    ],
 )
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)

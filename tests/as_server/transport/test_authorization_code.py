@@ -88,7 +88,10 @@ def test_sign_in_page_shows_what_the_app_asks_for(dep: OAuthDeployment) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["cache-control"] == "no-store"
-    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    # The answer to the form redirects to the app: Chromium and Safari apply form-action to that redirect.
+    assert f"form-action 'self' http://127.0.0.1:{dep.app.port};" in csp
     assert response.headers["x-frame-options"] == "DENY"
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(CSRF_COOKIE + "=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
@@ -125,6 +128,10 @@ def test_confidential_client_may_skip_pkce(dep: OAuthDeployment) -> None:
 
 def test_private_use_scheme_redirect(dep: OAuthDeployment) -> None:
     verifier, challenge = pkce()
+    browser = Browser(dep)
+    page = browser.get(authorization_params(redirect_uri=PRIVATE_REDIRECT, challenge=challenge))
+    browser.close()
+    assert "form-action 'self' com.example.app:;" in page.headers["content-security-policy"]
     response = sign_in(dep, authorization_params(redirect_uri=PRIVATE_REDIRECT, challenge=challenge))
     assert response.status_code == 302
     location = response.headers["location"]
