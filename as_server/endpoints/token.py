@@ -498,11 +498,15 @@ class TokenEndpoint:
     def _handle(
         self, request: TokenRequest, credentials: ClientCredentials | None, peer: str, now: int
     ) -> AccessInformation:
-        handler = self._grants.get(request.effective_grant_type)
+        grant = request.effective_grant_type
+        handler = self._grants.get(grant)
         if handler is not None:
             return handler.handle(request, credentials, peer=peer, now=now)
+        if grant != GrantType.CLIENT_CREDENTIALS:  # before authentication: grants_supported is public anyway
+            name = grant.name.lower() if isinstance(grant, GrantType) else str(grant)
+            raise UnsupportedGrantType("unsupported grant_type", detail=f"grant_type {name}")
         client = self._authenticate(request, credentials, peer, now)
-        self._check_grant(request, client)
+        self._check_grant(client)
         access = IssueRequest(client=client, audience=request.audience, scope=request.scope)
         return self.issue(request, access, peer=peer, now=now).info
 
@@ -606,12 +610,10 @@ class TokenEndpoint:
         return client
 
     @staticmethod
-    def _check_grant(request: TokenRequest, client: Client) -> None:
-        """RFC 9200 §5.8.1: ``grant_type`` defaults to ``client_credentials``, served here; grant types with a handler
-        (:meth:`register_grant`) were dispatched before, and any other (``password``: not offered) is unsupported."""
-        grant = request.effective_grant_type
-        if grant != GrantType.CLIENT_CREDENTIALS:
-            raise UnsupportedGrantType("unsupported grant_type", detail=f"grant_type {grant!r}")
+    def _check_grant(client: Client) -> None:
+        """RFC 9200 §5.8.1: ``grant_type`` defaults to ``client_credentials``, served here (grant types with a handler,
+        :meth:`register_grant`, were dispatched before, any other, ``password`` say, is unsupported): for clients
+        registered for it (RFC 6749 §5.2 ``unauthorized_client``)."""
         if GrantType.CLIENT_CREDENTIALS not in client.grant_types:
             raise UnauthorizedClient("client may not use client_credentials")
 

@@ -671,6 +671,8 @@ def test_rate_limit_checked_before_the_secret(world: World, monkeypatch: pytest.
 def test_unsupported_grant_types(world: World, grant: int) -> None:
     error = expect(UnsupportedGrantType, Status.BAD_REQUEST, world.request_token, grant_type=grant)
     assert error.code == ErrorCode.UNSUPPORTED_GRANT_TYPE
+    # The detail (logs, audit) spells the grant as on the wire, not as a Python enum.
+    assert error.detail == f"grant_type {grant.name.lower() if isinstance(grant, GrantType) else grant}"
 
 
 def test_explicit_client_credentials_grant(world: World) -> None:

@@ -84,6 +84,20 @@ def typed_loosely(enrolment_id: str) -> str:
     return " " + enrolment_id.lower().replace("-", " ") + " "
 
 
+def test_an_empty_device_store_says_no_batch_was_recorded(tmp_path: Path) -> None:
+    """`ostiary as serve` creates the store at start (its bootstrap server opens it), so an admin can see an empty
+    one: the page says what fills it, as when there is no store at all."""
+    with console_world() as (world, client):
+        path = tmp_path / DEVICE_DB_FILE
+        SqliteDeviceStore(path, MasterKey(MASTER_KEY_RAW)).close()  # created, no batch
+        registry = DeviceRegistry(path, lambda: MasterKey(MASTER_KEY_RAW))
+        world.server.console.device_registry = registry
+        assert sign_in(client, "root") == 303
+        page = client.get("/console/devices")
+        assert page.status_code == 200 and b"No factory batch was recorded yet" in page.data
+        registry.close()
+
+
 def test_without_a_factory_batch_the_page_says_so_and_creates_nothing() -> None:
     with console_world() as (world, client):
         path = world.server.console.device_registry.path  # type: ignore[union-attr]

@@ -1,5 +1,5 @@
 """The console's lock list shows when each lock last contacted the AS (its LwM2M Register or Update, issue #7):
-how long ago, with the time, or "never"; the JSON API gives the time."""
+how long ago, with the time, or "not registered"; the JSON API gives the time."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def test_locks_page_shows_last_contact() -> None:
         assert len(cells) == len(locks)
         row = dict(zip(sorted(locks), cells, strict=True))
         assert "5 min ago" in row["lock-aif"] and "<time datetime=" in row["lock-aif"]
-        assert all(cell == "never" for audience, cell in row.items() if audience != "lock-aif")
+        assert all(cell == "not registered" for audience, cell in row.items() if audience != "lock-aif")
+        assert "Only locks that bootstrap" in page
         api = client.get("/console/api/locks", headers=basic("root")).get_json()
         contacts = {lock["audience"]: lock["last_contact"] for lock in api["locks"]}
         assert contacts["lock-aif"] == world.now - 300

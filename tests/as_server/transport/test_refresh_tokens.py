@@ -321,6 +321,18 @@ def test_unsupported_grant_types(dep: OAuthDeployment, grant_type: str) -> None:
     assert error_of(response).error == ErrorCode.UNSUPPORTED_GRANT_TYPE
 
 
+@pytest.mark.parametrize("grant_type", ["password", "implicit"])
+def test_unsupported_grant_types_from_a_public_client_or_without_credentials(
+    dep: OAuthDeployment, grant_type: str
+) -> None:
+    """The grant type is checked before the client authenticates: a public app (no secret) asking for the password
+    grant learns it is not offered, not that it failed to authenticate (grants_supported is public anyway)."""
+    for data in ({"grant_type": grant_type, "client_id": APP}, {"grant_type": grant_type}):
+        response = dep.token(data)
+        assert response.status_code == 400
+        assert error_of(response).error == ErrorCode.UNSUPPORTED_GRANT_TYPE
+
+
 def test_password_grant_over_coap_is_unsupported(dep: OAuthDeployment) -> None:
     request = TokenRequest(
         grant_type=GrantType.PASSWORD,
