@@ -56,6 +56,29 @@ def test_init_is_idempotent_and_says_what_it_did(home: Path, capsys: pytest.Capt
     assert code == 0 and "nothing to do" in out
 
 
+def test_the_config_init_writes_names_every_setting_at_its_default() -> None:
+    """Every :class:`Settings` field (but ``home``, the directory itself) is in the template once, commented out
+    at its real default; a field whose default is computed ("" or None) shows an example instead."""
+    import dataclasses
+    import re
+    import tomllib
+
+    from as_server.config import Settings
+    from ostiary.as_cli import DEFAULT_CONFIG
+
+    shown = dict(re.findall(r"^# ([a-z_]+) = (.+)$", DEFAULT_CONFIG, flags=re.MULTILINE))
+    fields = {f.name: f.default for f in dataclasses.fields(Settings) if f.name != "home"}
+    assert sorted(set(fields) - set(shown)) == []  # missing from the template
+    assert sorted(set(shown) - set(fields)) == []  # not a setting
+    for name, default in fields.items():
+        assert len(re.findall(rf"^# {name} = ", DEFAULT_CONFIG, flags=re.MULTILINE)) == 1, name
+        value = tomllib.loads(f"v = {shown[name]}")["v"]
+        if default in ("", None):
+            assert value, name  # an example of the computed default
+        else:
+            assert value == default and type(value) is type(default), name
+
+
 def test_init_with_master_key_in_the_environment(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
