@@ -60,9 +60,9 @@ characters with a check character."""
 
 _SHOW_EPILOG = """\
 examples:
-  ostiary factory show-bundle out/bundles.zip --serial L1-00000042 --key out/bundle.key
-  unzip -p out/bundles.zip L1-00000042.bundle > b && ostiary factory show-bundle b --key out/bundle.key --json
-  ostiary factory show-bundle out/bundles.zip --serial L1-00000042     # on the AS host: key from devices.db
+  ostiary factory show-bundle batch-L1/bundles.zip --serial L1-00000042 --key batch-L1/bundle.key
+  unzip -p batch-L1/bundles.zip L1-00000042.bundle > b && ostiary factory show-bundle b --key batch-L1/bundle.key --json
+  ostiary factory show-bundle batch-L1/bundles.zip --serial L1-00000042     # on the AS host: key from devices.db
 
 The output includes the device's PSK: it is for the flashing station. For an LwM2M client the values go into
 its bootstrap account (/0/x: URI in resource 0, security mode 0 = PSK, identity in 3, PSK in 5), e.g.

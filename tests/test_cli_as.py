@@ -340,10 +340,10 @@ def test_the_readme_policy_steps_give_a_policy_the_server_loads(home: Path, caps
 
     run(home, capsys, "init")
     blocks = _readme_policy_appends()
-    assert len(blocks) >= 2  # the quick start and the sign-in app
+    assert len(blocks) >= 3  # the quick start, the sign-in app and the bootstrapped lock
     policy = home / "policy.yaml"
     with policy.open("a") as f:
         for block in blocks:
             f.write(block)
     engine = PolicyEngine.from_file(policy)  # what `ostiary as serve` does at start
-    assert {client for rule in engine.rules for client in rule.clients} >= {"phone-app", "door-app"}
+    assert {client for rule in engine.rules for client in rule.clients} >= {"phone-app", "door-app", "lock-app"}
