@@ -110,6 +110,26 @@ DEFAULT_CONFIG = """\
 # refresh_family_lifetime = 7776000
 # signin_page_lifetime = 600
 # signin_failure_limit = 10
+
+# The manager console (/console/): a session ends after this many seconds without a request, and at the latest this
+# many seconds after sign-in.
+# console_idle_timeout = 900
+# console_session_lifetime = 43200
+
+# The bootstrap server (LwM2M over DTLS with each device's factory PSK; 'ostiary factory batch' makes the devices):
+# its UDP port on coap_host, where bootstrapped locks also register (0 turns it off).
+# bootstrap_dtls_port = 5684
+# Development only: also serve /bs and /bspack over plain CoAP on this port, where devices are NOT authenticated.
+# bootstrap_plain_port = 0
+# The LwM2M Server URI written to locks; default: coaps://<coap_host>:<bootstrap_dtls_port>.
+# bootstrap_server_uri = "coaps://as.example.com:5684"
+# The registration lifetime written to locks (seconds), and threads running the bootstrap server's requests.
+# bootstrap_lifetime = 3600
+# bootstrap_threads = 4
+# A lock's key is replaced at its next bootstrap once it is this old (seconds; 0 = never by age), and the old key
+# stays usable this long after the new one is delivered (seconds; 0 = the lock's maximum token lifetime).
+# key_rotation_age = 2592000
+# key_overlap = 0
 """
 
 

@@ -362,14 +362,46 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ostiary`` command line and return its exit status.
 
-    argparse exits through ``SystemExit`` for ``--help``, ``--version`` and usage errors.
+    argparse exits through ``SystemExit`` for ``--help``, ``--version`` and usage errors. When the reader of
+    standard output goes away (``ostiary factory list | head``), the command ends quietly with status 1, as the
+    Python documentation recommends for SIGPIPE (library/signal, "Note on SIGPIPE"): standard output is pointed
+    at ``/dev/null`` so that the interpreter's final flush does not report the broken pipe again.
     """
+    try:
+        try:
+            return _run(argv)
+        finally:
+            if sys.stdout is not None:  # None when started with standard output closed
+                sys.stdout.flush()  # here rather than at interpreter exit, where a broken pipe cannot be caught
+    except BrokenPipeError:
+        _discard_stdout()
+        return 1
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at ``/dev/null`` (the reader is gone; nothing more can be delivered)."""
+    if sys.stdout is None:
+        return
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing is flushed at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _run(argv: list[str] | None) -> int:
     from ostiary.as_cli import CommandError
 
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:
+        raise  # the reader of standard output is gone: main() ends quietly
     except (CliError, CommandError) as exc:
         print(f"ostiary: error: {exc}", file=sys.stderr)
         return exc.status

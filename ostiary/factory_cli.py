@@ -60,9 +60,9 @@ characters with a check character."""
 
 _SHOW_EPILOG = """\
 examples:
-  ostiary factory show-bundle out/bundles.zip --serial L1-00000042 --key out/bundle.key
-  unzip -p out/bundles.zip L1-00000042.bundle > b && ostiary factory show-bundle b --key out/bundle.key --json
-  ostiary factory show-bundle out/bundles.zip --serial L1-00000042     # on the AS host: key from devices.db
+  ostiary factory show-bundle batch-L1/bundles.zip --serial L1-00000042 --key batch-L1/bundle.key
+  unzip -p batch-L1/bundles.zip L1-00000042.bundle > b && ostiary factory show-bundle b --key batch-L1/bundle.key --json
+  ostiary factory show-bundle batch-L1/bundles.zip --serial L1-00000042     # on the AS host: key from devices.db
 
 The output includes the device's PSK: it is for the flashing station. For an LwM2M client the values go into
 its bootstrap account (/0/x: URI in resource 0, security mode 0 = PSK, identity in 3, PSK in 5), e.g.
@@ -107,7 +107,9 @@ def add_factory_commands(group: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bootstrap-uri",
         metavar="URI",
-        help=f"the bootstrap server's coaps:// URI (default: coaps://<coap_host>:{DEFAULT_BOOTSTRAP_PORT})",
+        help="the bootstrap server's coaps:// URI, baked into every bundle (default: where 'ostiary as serve' runs "
+        "it: the setting bootstrap_server_uri, else coaps://<coap_host>:<bootstrap_dtls_port>, or the plain "
+        "coap:// port when only bootstrap_plain_port is on; give the public address for real devices)",
     )
     p.add_argument(
         "--plain-coap",
@@ -307,11 +309,12 @@ def _site(value: str) -> str:
 
 
 def _default_bootstrap_uri(settings: Settings) -> str:
-    """Where ``ostiary as serve`` runs the bootstrap server: its DTLS port, or the development plain-CoAP one when
-    only that is on."""
+    """Where ``ostiary as serve`` runs the bootstrap server: its DTLS port (under the public name
+    ``bootstrap_server_uri`` when set: the same DTLS server locks register at), or the development plain-CoAP one
+    when only that is on."""
     host = f"[{settings.coap_host}]" if ":" in settings.coap_host else settings.coap_host
     if settings.bootstrap_dtls_port:
-        return f"coaps://{host}:{settings.bootstrap_dtls_port}"
+        return settings.effective_bootstrap_server_uri
     if settings.bootstrap_plain_port:
         return f"coap://{host}:{settings.bootstrap_plain_port}"
     return f"coaps://{host}:{DEFAULT_BOOTSTRAP_PORT}"

@@ -5,7 +5,8 @@
 * ``ostiary lock serve --config FILE`` runs :mod:`resource_server.examples.door_lock` until SIGTERM/SIGINT.
 * ``ostiary lock serve --bootstrap BUNDLE --bundle-key KEYFILE [--serial S] [--state-dir DIR]`` runs it with
   credentials from the bootstrap server (issue #7): bootstrap first when ``DIR`` holds none, then register at the
-  AS, pull rotations every ``--pull-interval`` seconds, de-register at SIGTERM.
+  AS, pull rotations every ``--pull-interval`` seconds, de-register at SIGTERM. The port is checked before the
+  bootstrap, so a lock that cannot serve takes no key.
 
 The resource-server modules are imported inside the handlers, so building the parser needs neither them nor
 aiocoap.
@@ -60,15 +61,35 @@ def add_lock_commands(group: argparse.ArgumentParser) -> None:
         "--bootstrap-method",
         choices=["pack", "classic"],
         default="pack",
-        help="pack: Bootstrap-Pack-Request, classic on 4.04 (default); classic: POST /bs",
+        help="pack: Bootstrap-Pack-Request, classic on 4.04 (default); classic: POST /bs. The periodic pulls and "
+        "re-bootstraps use the same method",
     )
     serve.add_argument(
-        "--pull-interval", type=float, default=3600.0, metavar="S", help="seconds between pulls (default: 3600)"
+        "--pull-interval",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds between bootstraps that pick up a rotated key (default: 3600)",
     )
-    serve.add_argument("--issuer", help="the AS's iss (default: coap://AS-HOST/token, the AS's default form)")
-    serve.add_argument("--as-uri", help="the AS token endpoint for creation hints (default: coap://AS-HOST:5683/token)")
-    serve.add_argument("--host", help="listen address (overrides [listen] host)")
-    serve.add_argument("--port", type=int, help="UDP port (overrides [listen] port)")
+    serve.add_argument(
+        "--issuer",
+        help="the AS's iss (default: coap://AS-HOST/token, the AS's default form; give it when the AS's issuer "
+        "setting differs)",
+    )
+    serve.add_argument(
+        "--as-uri",
+        help="the AS token endpoint for creation hints (default: coap://AS-HOST:5683/token; give it when the AS's "
+        "CoAP side is on another port)",
+    )
+    serve.add_argument(
+        "--host", help="listen address (with --config: overrides [listen] host; with --bootstrap default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help="UDP port (with --config: overrides [listen] port; with --bootstrap default: 5683, which 'ostiary as "
+        "serve' holds on its machine: give the lock a port of its own there, e.g. 5686)",
+    )
     serve.add_argument(
         "--log-level",
         default="info",

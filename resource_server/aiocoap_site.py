@@ -82,6 +82,7 @@ __all__ = [
     "IndexedOscoreCredentials",
     "LockServer",
     "MemoryOscoreContext",
+    "ensure_udp_port_free",
     "resource_site",
     "serve",
 ]
@@ -819,7 +820,7 @@ async def serve(
 
     A single unicast address is served with aiocoap's ``simplesocketserver`` transport; other hosts use ``udp6``.
     """
-    _ensure_udp_port_free(host, port)
+    ensure_udp_port_free(host, port)
     rs.restore()
     wrapper = AceSiteWrapper(inner_site, rs, public_paths=public_paths)
     transports = ["simplesocketserver"] if _is_unicast_literal(host) else ["udp6"]
@@ -839,7 +840,7 @@ async def serve(
     return server
 
 
-def _ensure_udp_port_free(host: str, port: int) -> None:
+def ensure_udp_port_free(host: str, port: int) -> None:
     """Raise :class:`OSError` (``EADDRINUSE``) if another socket holds UDP ``host:port`` (port 0 passes).
 
     aiocoap binds its server sockets with ``SO_REUSEPORT``, so a lock on a taken port would start without an error

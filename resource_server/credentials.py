@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final
@@ -376,6 +377,11 @@ class Credentials:
             raise CredentialsError(str(exc)) from None
 
 
+def _utc(timestamp: float) -> str:
+    """``timestamp`` (POSIX seconds) as ISO 8601 UTC, e.g. ``2026-11-24T09:30:00Z``, for log lines."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _default(value: int | None, default: int) -> int:
     return default if value is None else value
 
@@ -571,11 +577,11 @@ class CredentialKeeper:
         except OSError as exc:  # keep verifying with both keys; the file still has them as current and next
             log.error("cannot store the promoted key in %s: %s", self.store.path, exc.strerror)
         log.info(
-            "the AS uses key generation %d now: promoted %s, %s accepted until %.0f",
+            "the AS uses key generation %d now: promoted %s, %s accepted until %s",
             new.current.generation,
             new.current.identity.decode(errors="replace"),
             creds.current.identity.decode(errors="replace"),
-            now + self.overlap,
+            _utc(now + self.overlap),
         )
         self._use(new, creds, now)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -298,3 +301,40 @@ def _load(keys_module, path: Path, fmt: str):
     if fmt == "json":
         return keys_module.CoseKey.from_json(json.loads(data))
     return keys_module.CoseKey.from_pem(data)
+
+
+#: Bound on a CLI subprocess (interpreter start-up and imports included).
+SUBPROCESS_TIMEOUT = 60.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "unbuffered"),
+    [
+        (["as", "keys", "generate", "--alg", "EdDSA"], False),  # the output fails at the final flush
+        (["as", "keys", "generate", "--alg", "EdDSA"], True),  # ... or while the command writes
+        (["--help"], False),  # argparse prints, then exits through SystemExit
+    ],
+    ids=["flush", "write", "help"],
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv: list[str], unbuffered: bool) -> None:
+    """``ostiary ... | head``: once the reader has gone, no "Broken pipe" error and no interpreter complaint
+    ("Exception ignored ... BrokenPipeError"), exit status 1 (what Python's documentation recommends)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: every write fails with EPIPE
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "OSTIARY_DEBUG")}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ostiary", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=SUBPROCESS_TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr.decode() == ""
+    assert done.returncode == 1

@@ -56,6 +56,29 @@ def test_init_is_idempotent_and_says_what_it_did(home: Path, capsys: pytest.Capt
     assert code == 0 and "nothing to do" in out
 
 
+def test_the_config_init_writes_names_every_setting_at_its_default() -> None:
+    """Every :class:`Settings` field (but ``home``, the directory itself) is in the template once, commented out
+    at its real default; a field whose default is computed ("" or None) shows an example instead."""
+    import dataclasses
+    import re
+    import tomllib
+
+    from as_server.config import Settings
+    from ostiary.as_cli import DEFAULT_CONFIG
+
+    shown = dict(re.findall(r"^# ([a-z_]+) = (.+)$", DEFAULT_CONFIG, flags=re.MULTILINE))
+    fields = {f.name: f.default for f in dataclasses.fields(Settings) if f.name != "home"}
+    assert sorted(set(fields) - set(shown)) == []  # missing from the template
+    assert sorted(set(shown) - set(fields)) == []  # not a setting
+    for name, default in fields.items():
+        assert len(re.findall(rf"^# {name} = ", DEFAULT_CONFIG, flags=re.MULTILINE)) == 1, name
+        value = tomllib.loads(f"v = {shown[name]}")["v"]
+        if default in ("", None):
+            assert value, name  # an example of the computed default
+        else:
+            assert value == default and type(value) is type(default), name
+
+
 def test_init_with_master_key_in_the_environment(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,10 +340,10 @@ def test_the_readme_policy_steps_give_a_policy_the_server_loads(home: Path, caps
 
     run(home, capsys, "init")
     blocks = _readme_policy_appends()
-    assert len(blocks) >= 2  # the quick start and the sign-in app
+    assert len(blocks) >= 3  # the quick start, the sign-in app and the bootstrapped lock
     policy = home / "policy.yaml"
     with policy.open("a") as f:
         for block in blocks:
             f.write(block)
     engine = PolicyEngine.from_file(policy)  # what `ostiary as serve` does at start
-    assert {client for rule in engine.rules for client in rule.clients} >= {"phone-app", "door-app"}
+    assert {client for rule in engine.rules for client in rule.clients} >= {"phone-app", "door-app", "lock-app"}

@@ -180,3 +180,41 @@ def _bootstrap_psk(batch: Path, serial: str) -> bytes:
     key = BundleKey(parse_key_file((batch / "bundle.key").read_text()))
     with zipfile.ZipFile(batch / "bundles.zip") as archive:
         return key.open(archive.read(f"{serial}.bundle")).psk
+
+
+def test_lock_serve_bootstrap_checks_its_port_before_bootstrapping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock that could not serve must not bootstrap first: the AS would count the key as delivered and the
+    lock would have stored credentials for a lock that never ran."""
+    from resource_server.transport.lwm2m_client import BootstrapClient
+
+    for var in [v for v in os.environ if v.startswith("OSTIARY_")]:
+        monkeypatch.delenv(var)
+    home = tmp_path / "home"
+    _as(home, capsys, "init")
+    batch = tmp_path / "batch"
+    argv = ["factory", "--home", str(home), "batch", "--count", "1", "--model", "L1", "--site", "building-a"]
+    bs_port = free_port(socket.SOCK_DGRAM)  # nothing listens there: the lock must not even try
+    assert main([*argv, "--bootstrap-uri", f"coaps://127.0.0.1:{bs_port}", "--out", str(batch)]) == 0
+    capsys.readouterr()
+    attempts: list[str] = []
+
+    async def recorded(self: BootstrapClient, *args: object, **kwargs: object) -> None:
+        attempts.append("bootstrap")
+        raise AssertionError("bootstrapped before checking the lock's port")
+
+    for name in ("bootstrap", "pull", "classic"):
+        monkeypatch.setattr(BootstrapClient, name, recorded)
+    state = tmp_path / "lock-state"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as aiocoap binds its servers
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        lock_argv = ["lock", "serve", "--bootstrap", str(batch / "bundles.zip"), "--serial", "L1-00000001"]
+        lock_argv += ["--bundle-key", str(batch / "bundle.key"), "--state-dir", str(state), "--port", str(port)]
+        assert main(lock_argv) == 1
+    err = capsys.readouterr().err
+    assert f"UDP port {port} on 127.0.0.1 is already in use by another server" in err
+    assert attempts == []
+    assert not (state / "credentials.cbor").exists()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ace_core import cbor
 from ace_core.status import Status
-from resource_server.aiocoap_site import LockServer, resource_site, serve
+from resource_server.aiocoap_site import LockServer, ensure_udp_port_free, resource_site, serve
 from resource_server.config import LockConfig, RsConfig
 from resource_server.resources import Request, Resource, Response
 from resource_server.server import ResourceServer
@@ -160,6 +160,12 @@ async def run(config: LockConfig, *, out: TextIO = sys.stdout, stop: asyncio.Eve
     return 0
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, or just the type when the message is empty (as for most timeouts)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(config: LockConfig) -> int:
     """``ostiary lock serve``: run the lock in a fresh event loop."""
     return asyncio.run(run(config))
@@ -183,9 +189,12 @@ async def run_bootstrapped(
     Without stored credentials it bootstraps first (``method`` ``"pack"``: Bootstrap-Pack-Request, falling back
     to the classic flow on 4.04; ``"classic"``: the classic flow). Tokens are verified with the credentials' key
     slots (a token under the ``next`` key promotes it); the lock registers at the AS, keeps the registration
-    updated, pulls every ``pull_interval`` seconds and de-registers when it stops.
+    updated, bootstraps again every ``pull_interval`` seconds with ``method`` (:class:`DeviceLink`) and
+    de-registers when it stops.
 
     :raises BootstrapError: the first bootstrap failed (nothing was stored).
+    :raises OSError: ``host:port`` is taken (checked before bootstrapping, so a lock that cannot serve does not
+        take delivery of a key the AS then counts as delivered).
     """
     from resource_server.credentials import DEFAULT_OVERLAP
     from resource_server.transport.lwm2m_client import DeviceLink
@@ -197,6 +206,7 @@ async def run_bootstrapped(
     keeper = client.keeper
     keeper.overlap = keeper.overlap or DEFAULT_OVERLAP
     try:
+        ensure_udp_port_free(host, port)
         if keeper.credentials is None:
             await (client.classic() if method == "classic" else client.bootstrap())
         creds = keeper.credentials
@@ -206,7 +216,7 @@ async def run_bootstrapped(
         )
         rs = ResourceServer(rs_config, on_verified_key=keeper.on_verified_key)
         server, _door = await start(LockConfig(rs=rs_config, host=host, port=port), rs=rs)
-        link = DeviceLink(client, pull_interval=pull_interval)
+        link = DeviceLink(client, pull_interval=pull_interval, method=method)
         try:
             print(
                 f"ostiary lock: serving {server.uri} (audience {creds.audience}, "
@@ -219,8 +229,10 @@ async def run_bootstrapped(
             log.info("stopping")
             try:
                 await asyncio.wait_for(link_task, LINK_SHUTDOWN_TIMEOUT)
+            except TimeoutError:  # str() of a TimeoutError is empty: say what did not finish
+                log.warning("LwM2M link: not stopped within %g s (de-registration unfinished)", LINK_SHUTDOWN_TIMEOUT)
             except Exception as exc:  # a failed link must not keep the lock from stopping cleanly
-                log.warning("LwM2M link: %s", exc)
+                log.warning("LwM2M link failed: %s", _describe(exc))
         finally:
             await server.shutdown()
     finally:

@@ -11,9 +11,10 @@ loop that keeps both going while the lock serves tokens.
   the credentials file as it was.
 * :class:`Registration` -- Register / Update / De-register at the account's ``coaps://`` URI with the newest key
   slot as DTLS PSK (:mod:`resource_server.registration`).
-* :class:`DeviceLink` -- registers, updates before the lifetime ends, pulls every ``pull_interval`` to pick up a
-  rotated key, re-registers with the new identity when it changes, and re-bootstraps (with backoff, bounded) when
-  registration fails (a retired identity fails its DTLS handshake). :meth:`DeviceLink.close` de-registers.
+* :class:`DeviceLink` -- registers, updates before the lifetime ends, bootstraps again every ``pull_interval`` to
+  pick up a rotated key (with the lock's bootstrap method: a pull, or the classic flow), re-registers with the new
+  identity when it changes, and re-bootstraps (with backoff, bounded) when registration fails (a retired identity
+  fails its DTLS handshake). :meth:`DeviceLink.close` de-registers.
 
 Each account gets its own client context (Anjay: one socket per server): the bootstrap identity and the
 operational identity talk to the same ``host:port``, and a context's credentials are chosen by URI.
@@ -438,7 +439,10 @@ class DeviceLink:
     """Keeps a bootstrapped lock registered and its credentials fresh (module docstring).
 
     :param client: the bootstrap client (its keeper holds the credentials the resource server verifies with).
-    :param pull_interval: seconds between two Bootstrap-Pack-Requests (rotation pick-up).
+    :param pull_interval: seconds between two periodic bootstraps (rotation pick-up).
+    :param method: how the lock bootstraps after the first time: ``"pack"`` pulls (Bootstrap-Pack-Request, LwM2M
+        1.2; a re-bootstrap after a failed registration falls back to the classic flow on 4.04, as
+        :meth:`BootstrapClient.bootstrap`), ``"classic"`` uses the classic flow (``POST /bs``) every time.
     :param backoff: delays between failed attempts to register (each failure re-bootstraps first).
     :param request_timeout: bound on each registration request.
     """
@@ -448,13 +452,17 @@ class DeviceLink:
         client: BootstrapClient,
         *,
         pull_interval: float = 3600.0,
+        method: str = "pack",
         backoff: Backoff | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.client = client
         self.keeper = client.keeper
+        if method not in ("pack", "classic"):
+            raise ValueError(f"unknown bootstrap method {method!r} (pack or classic)")
         self.pull_interval = pull_interval
+        self.method = method
         self.backoff = backoff if backoff is not None else Backoff()
         self.request_timeout = request_timeout
         self._sleep = sleep
@@ -470,8 +478,16 @@ class DeviceLink:
     async def ensure_credentials(self) -> Credentials:
         """The stored credentials, bootstrapping first when there are none."""
         if self.keeper.credentials is None:
-            return await self.client.bootstrap()
+            return await self._bootstrap()
         return self.keeper.credentials
+
+    async def _bootstrap(self) -> Credentials:
+        """A (re-)bootstrap with the lock's method."""
+        return await (self.client.classic() if self.method == "classic" else self.client.bootstrap())
+
+    async def _periodic(self) -> Credentials:
+        """The periodic bootstrap that picks up a rotated key: a pull, or the classic flow."""
+        return await (self.client.classic() if self.method == "classic" else self.client.pull())
 
     async def _register(self) -> None:
         creds = await self.ensure_credentials()
@@ -496,8 +512,8 @@ class DeviceLink:
         self.registered.set()
 
     async def _register_with_retries(self) -> None:
-        """Register; on failure re-bootstrap (pull) and try again with backoff. Gives up after the backoff's
-        attempts (raises the last error)."""
+        """Register; on failure re-bootstrap (with the lock's method) and try again with backoff. Gives up after
+        the backoff's attempts (raises the last error)."""
         last: BootstrapError | None = None
         for delay in (0.0, *self.backoff):
             if delay:
@@ -509,7 +525,7 @@ class DeviceLink:
                 last = exc
                 log.warning("registration failed (%s); bootstrapping again", exc)
             with contextlib.suppress(BootstrapError):
-                await self.client.bootstrap()
+                await self._bootstrap()
         assert last is not None
         raise last
 
@@ -535,9 +551,9 @@ class DeviceLink:
                 if loop.time() >= next_pull:
                     next_pull = loop.time() + self.pull_interval
                     try:
-                        await self.client.pull()
+                        await self._periodic()
                     except BootstrapError as exc:
-                        log.warning("periodic Bootstrap-Pack-Request failed: %s", exc)
+                        log.warning("periodic %s bootstrap failed: %s", self.method, exc)
                 if self._changed.is_set():
                     log.info("credentials changed: registering with the new identity")
                     await self._register_with_retries()

@@ -77,6 +77,34 @@ def test_batch_writes_and_reports_without_the_psk(home: Path, capsys: pytest.Cap
     assert [r.serial for r in rows] == [f"L1-0000000{i}" for i in range(1, 7)]
 
 
+@pytest.mark.parametrize(
+    ("env", "uri"),
+    [
+        ({"OSTIARY_BOOTSTRAP_DTLS_PORT": "5999"}, "coaps://127.0.0.1:5999"),
+        ({"OSTIARY_BOOTSTRAP_SERVER_URI": "coaps://as.example.com:5684"}, "coaps://as.example.com:5684"),
+        ({"OSTIARY_BOOTSTRAP_DTLS_PORT": "0", "OSTIARY_BOOTSTRAP_PLAIN_PORT": "5997"}, "coap://127.0.0.1:5997"),
+    ],
+    ids=["dtls-port", "server-uri", "plain-only"],
+)
+def test_the_default_bootstrap_uri_follows_the_as_settings(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str], uri: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    extra = ("--plain-coap",) if uri.startswith("coap:") else ()
+    directory = batch(home, capsys, *extra)
+    key = BundleKey(parse_key_file((directory / "bundle.key").read_text()))
+    with zipfile.ZipFile(directory / "bundles.zip") as archive:
+        assert {key.open(archive.read(name)).bootstrap_uri for name in archive.namelist()} == {uri}
+
+
+def test_batch_help_names_the_settings_the_default_uri_follows(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["factory", "batch", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "bootstrap_server_uri" in out and "<bootstrap_dtls_port>" in out and "bootstrap_plain_port" in out
+
+
 def test_show_bundle_from_archive_directory_file_and_store(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     directory = batch(home, capsys)
     key = str(directory / "bundle.key")

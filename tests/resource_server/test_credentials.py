@@ -157,6 +157,16 @@ def test_slot_keys_resolve_kid_first_and_name_the_slot() -> None:
     assert keys.slot_of(CoseKey.symmetric(bytes(16))) is None
 
 
+def test_keeper_logs_when_the_old_key_goes_as_utc_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "c"), overlap=60, clock=lambda: NOW)
+    keeper.deliver(account(1))
+    keeper.deliver(account(2))
+    with caplog.at_level("INFO", logger="ostiary.lock.credentials"):
+        keeper.on_verified_key(slot(2).cose_key())
+    # NOW + 60 = 1700000060 s, read as UTC: not the epoch number
+    assert "L1-00000042#1 accepted until 2023-11-14T22:14:20Z" in caplog.text
+
+
 def test_keeper_promotes_on_next_key_and_stores(tmp_path: Path) -> None:
     clock = [NOW]
     keeper = CredentialKeeper(CredentialStore(tmp_path / "c"), overlap=60, clock=lambda: clock[0])

@@ -1,0 +1,105 @@
+""":class:`DeviceLink` bootstraps again with the lock's method (``ostiary lock serve --bootstrap-method``): the
+periodic pull that picks up a rotated key is a Bootstrap-Pack-Request for ``pack`` and the classic flow for
+``classic``, and so is the re-bootstrap after a failed registration. The registration itself is replaced by a
+stand-in: these tests are about which bootstrap the loop runs, not about the network."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resource_server.bootstrap_client import BootstrapError
+from resource_server.credentials import CredentialKeeper, CredentialStore
+from resource_server.registration import Backoff
+from resource_server.transport.lwm2m_client import DeviceLink, RegistrationFailed
+
+#: Bound on one test's event loop (seconds).
+FLOW_TIMEOUT = 5.0
+#: The link's pull interval in these tests (seconds).
+PULL_INTERVAL = 0.01
+
+
+class RecordingClient:
+    """Stands in for :class:`BootstrapClient`: records which bootstrap the link asks for and stops the link
+    after ``calls_before_stop`` of them."""
+
+    def __init__(self, keeper: CredentialKeeper, stop: asyncio.Event, calls_before_stop: int = 2) -> None:
+        self.keeper = keeper
+        self.stop = stop
+        self.calls: list[str] = []
+        self.calls_before_stop = calls_before_stop
+
+    async def _record(self, name: str) -> Any:
+        self.calls.append(name)
+        if len(self.calls) >= self.calls_before_stop:
+            self.stop.set()
+        raise BootstrapError(f"{name}: not reachable in this test")
+
+    async def pull(self) -> Any:
+        return await self._record("pull")
+
+    async def classic(self) -> Any:
+        return await self._record("classic")
+
+    async def bootstrap(self) -> Any:
+        return await self._record("bootstrap")
+
+
+class StandInRegistration:
+    lifetime = 3600
+
+    async def update(self) -> None:
+        raise AssertionError("no Update is due within the test")
+
+    async def deregister(self) -> None:
+        pass
+
+
+def _link(tmp_path: Path, method: str, stop: asyncio.Event) -> tuple[DeviceLink, RecordingClient]:
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "credentials.cbor"))
+    client = RecordingClient(keeper, stop)
+    link = DeviceLink(client, pull_interval=PULL_INTERVAL, method=method, backoff=Backoff(attempts=0))  # type: ignore[arg-type]
+    return link, client
+
+
+@pytest.mark.parametrize(("method", "expected"), [("pack", "pull"), ("classic", "classic")])
+def test_the_periodic_bootstrap_follows_the_method(tmp_path: Path, method: str, expected: str) -> None:
+    async def flow() -> list[str]:
+        stop = asyncio.Event()
+        link, client = _link(tmp_path, method, stop)
+
+        async def registered() -> None:
+            link.registration = StandInRegistration()  # type: ignore[assignment]
+
+        link._register = registered  # type: ignore[method-assign]
+        await asyncio.wait_for(link.run(stop), FLOW_TIMEOUT)
+        return client.calls
+
+    assert asyncio.run(flow()) == [expected, expected]
+
+
+@pytest.mark.parametrize(("method", "expected"), [("pack", "bootstrap"), ("classic", "classic")])
+def test_the_rebootstrap_after_a_failed_registration_follows_the_method(
+    tmp_path: Path, method: str, expected: str
+) -> None:
+    async def flow() -> list[str]:
+        stop = asyncio.Event()
+        link, client = _link(tmp_path, method, stop)
+
+        async def refused() -> None:
+            raise RegistrationFailed("Register: no answer")
+
+        link._register = refused  # type: ignore[method-assign]
+        with pytest.raises(RegistrationFailed):
+            await asyncio.wait_for(link.run(stop), FLOW_TIMEOUT)
+        return client.calls
+
+    assert asyncio.run(flow()) == [expected]
+
+
+def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown bootstrap method"):
+        _link(tmp_path, "bspack", asyncio.Event())
