@@ -634,10 +634,11 @@ class ConsentService:
             raise ApiForbidden("only administrators create grants without a request")
         if scope.is_empty:
             raise ApiBadRequest("the scope is empty")
+        # Only administrators get here, who named the client and audience themselves: say which one is missing.
         if self._storage.get_client(client_id) is None:
-            raise ApiBadRequest("no such client")
+            raise ApiBadRequest(f"no client {client_id!r}")
         if self._storage.get_resource_server(audience) is None:
-            raise ApiBadRequest("no such audience")
+            raise ApiBadRequest(f"no resource server {audience!r}")
         windows = approval.windows
         probe = Grant(
             id="probe",
