@@ -389,7 +389,7 @@ class ConsentService:
         self.identity = identity
         self.clock = clock
         self._random = random_bytes
-        self._limiter = FailureRateLimiter(settings)
+        self._limiter = FailureRateLimiter(settings, key_name="user")
         self._listeners: list[Callable[[str], None]] = []
         self._listeners_lock = threading.Lock()
 

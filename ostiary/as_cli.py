@@ -114,8 +114,12 @@ DEFAULT_CONFIG = """\
 
 
 DEFAULT_POLICY = """\
-# Ostiary allow list: which client may get which rights at which resource server (audience).
-# Every rule grants; nothing denies; a request gets at most what it asks for (RFC 9200 section 5.8.1).
+# Ostiary policy: which client, acting alone or for a signed-in user, may get which rights at which resource
+# server (audience), when, and who approves. Each rule has an effect: permit (the default) grants, deny takes
+# rights away whatever else grants them, consent grants only once an approver agrees. A request gets at most what
+# it asks for (RFC 9200 section 5.8.1); with no rule that grants, nothing is granted.
+# Every key (users, groups, audience globs and groups, time windows, validity, approvers): README.md, section
+# "Policies: who may open which door, when, and who approves". Check with 'ostiary policy validate FILE'.
 # The server reads this file at start: restart 'ostiary as serve' after editing.
 #
 # rules:
@@ -123,6 +127,11 @@ DEFAULT_POLICY = """\
 #     audience: front-door                   # an audience, or a glob such as "building-a/*"
 #     scope: "/lock:GET,PUT /battery:GET"    # AIF-REST (RFC 9237) when it starts with "/", else text scopes
 #     max_lifetime: 3600                     # optional, seconds
+#   - effect: consent                        # the app waits until an approver agrees
+#     users: "*"                             # any signed-in user
+#     audience: front-door
+#     scope: "/lock:PUT"
+#     approvers: {groups: [facility]}
 rules:
 """
 

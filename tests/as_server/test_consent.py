@@ -219,15 +219,17 @@ def test_a_requestor_cannot_approve_their_own_request(world: ConsentWorld) -> No
         world.server.consent.approve(world.approver("grace"), info.value.request_id, Approval(), now=world.now)
 
 
-def test_authentication_failures_are_rate_limited(world: ConsentWorld) -> None:
+def test_authentication_failures_are_rate_limited(world: ConsentWorld, caplog: pytest.LogCaptureFixture) -> None:
     from as_server.errors import TooManyRequests
 
     consent = world.server.consent
     for _ in range(world.server.settings.auth_failure_limit):
         with pytest.raises(ApiUnauthorized):
             consent.authenticate("frank", "guess", peer="198.51.100.7", now=world.now)
-    with pytest.raises(TooManyRequests):
+    with caplog.at_level("WARNING", logger="as_server.auth"), pytest.raises(TooManyRequests):
         consent.authenticate("frank", PASSWORDS["frank"], peer="198.51.100.7", now=world.now)
+    # frank is an approver, not a client: the log says so.
+    assert "rate limit reached for user='frank' peer='198.51.100.7'" in caplog.text
 
 
 # --- expiry -------------------------------------------------------------------------------------------------------
