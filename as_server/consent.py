@@ -705,6 +705,12 @@ class ConsentService:
         found = self._storage.list_grants(status=status, limit=limit if approver.is_admin else 10_000)
         return [g for g in found if approver.may_decide(g.approvers)][:limit]
 
+    def disabled_users(self) -> frozenset[str]:
+        """The users whose accounts are disabled. Their grants stay active but do not count while the account is
+        disabled (the storage leaves them out of :meth:`~as_server.storage.base.Storage.active_grants`; enabling the
+        user brings them back), so the grant views say so."""
+        return frozenset(user.name for user in self._storage.list_users() if not user.enabled)
+
     def get_grant(self, approver: Approver, grant_id: str) -> Grant:
         """:raises ApiNotFound: no such grant. :raises ApiForbidden: not one the approver may revoke."""
         grant = self._storage.get_grant(grant_id) if is_request_id(grant_id) else None

@@ -767,13 +767,14 @@ def _cmd_consent_grants(args: argparse.Namespace) -> int:
     with _storage(_settings(args)) as storage:
         service, approver = _consent(storage, args)
         found = service.list_grants(approver, status=status, limit=args.limit)
+        disabled = service.disabled_users()
     if args.json:
-        _print_json([grant_view(g) for g in found])
+        _print_json([grant_view(g, disabled_users=disabled) for g in found])
         return 0
     rows = [
         [
             g.id,
-            str(g.status),
+            f"{g.status} (user disabled)" if g.subject in disabled else str(g.status),
             g.client_id,
             g.subject or "-",
             g.audience,

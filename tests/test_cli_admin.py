@@ -329,3 +329,25 @@ def test_consent_grant_creates_a_database_rule(
 
 def server_secret(server: AuthorizationServer) -> str:
     return str(server.phone_secret)  # type: ignore[attr-defined]
+
+
+def test_grants_of_a_disabled_user_say_so(
+    home: Path, deployment: AuthorizationServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disabled user's grants stay active (enabling the user brings them back) but do not count meanwhile: the
+    grant views tell approvers so."""
+    argv = ["consent", "grant", "--as", "root", "--client", "phone-app", "--user", "alice", "--audience", "front-door"]
+    assert run(home, capsys, *argv, "--scope", "/lock:PUT")[0] == 0
+
+    def shown() -> tuple[bool, str]:
+        grants = json.loads(run(home, capsys, "consent", "grants", "--as", "root", "--json")[1])
+        table = run(home, capsys, "consent", "grants", "--as", "root")[1]
+        return grants[0]["user_disabled"], table.splitlines()[1]
+
+    disabled, row = shown()
+    assert not disabled and " active " in row and "user disabled" not in row
+    assert run(home, capsys, "user", "disable", "alice")[0] == 0
+    disabled, row = shown()
+    assert disabled and " active (user disabled) " in row
+    assert run(home, capsys, "user", "enable", "alice")[0] == 0
+    assert not shown()[0]
