@@ -45,6 +45,7 @@ from as_server.storage.base import AuditQuery
 __all__ = [
     "ACTIONS",
     "ACTOR_SYSTEM",
+    "FAMILIES",
     "MAX_TEXT",
     "AuditLog",
     "action_matches",
@@ -55,6 +56,7 @@ __all__ = [
     "entry_matches",
     "grant_entry",
     "issued_entry",
+    "known_action",
     "newest_first",
     "request_entry",
     "simple_entry",
@@ -80,18 +82,29 @@ ACTIONS: Final = {
     "group.created": "a group was added",
     "group.member_added": "a user joined a group",
     "group.member_removed": "a user left a group",
+    "user.sites_set": "the sites a manager sees were set (detail: which)",
+    "client.created": "a client was registered (console, or 'ostiary as client add')",
+    "client.secret_rotated": "a client got a new secret; the old one stopped working",
     "client.disabled": "a client was disabled; its tokens were revoked",
     "client.enabled": "a client was enabled again",
+    "token.revoked": "one token was revoked by hand (console, or 'ostiary as token revoke')",
     "audit.dropped": "refusal entries were dropped because the audit queue was full (detail: how many)",
     "authorization.granted": "a user signed in at /authorize and let an app have an authorization code",
     "authorization.signin_failed": "a sign-in at /authorize failed (detail: why; never the password)",
     "authorization_code.reused": "a used authorization code was presented again; its tokens were revoked",
     "refresh_token.family_revoked": "a refresh-token family and its access tokens were revoked (detail: why)",
+    "resource_server.created": "a resource server (lock) was registered (console, or 'ostiary as rs add')",
     "resource_server.key_created": "a new operational key generation of a lock (issue #7; detail: which)",
     "resource_server.key_delivered": "a bootstrap delivered a key generation (detail: whether tokens now use it)",
     "resource_server.key_retired": "a retired key generation's key material was erased",
     "resource_server.revoked": "a lock's keys were erased, the lock disabled and its tokens revoked",
+    "device.claimed": "a device of a factory batch was claimed for a site (detail: which)",
+    "device.released": "a device was released from its site; its lock's credentials were revoked",
 }
+
+#: The families of :data:`ACTIONS` (``access_request`` for ``access_request.created`` and its siblings), which
+#: filters accept as well as the actions themselves (:func:`action_matches`).
+FAMILIES: Final = tuple(sorted({action.partition(".")[0] for action in ACTIONS}))
 
 #: The actor of what the AS does by itself (expiring requests, recording dropped entries).
 ACTOR_SYSTEM: Final = "system"
@@ -365,6 +378,15 @@ def issued_entry(token: IssuedToken) -> AuditEntry:
         cti=token.cti,
         detail=detail,
     )
+
+
+def known_action(wanted: str) -> bool:
+    """Whether a filter for ``wanted`` can match anything: an action of :data:`ACTIONS` or one of :data:`FAMILIES`.
+
+    >>> known_action("access_request"), known_action("token.refused"), known_action("token.bogus")
+    (True, True, False)
+    """
+    return wanted in ACTIONS or wanted in FAMILIES
 
 
 def action_matches(action: str, wanted: str | None) -> bool:

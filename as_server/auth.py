@@ -9,7 +9,14 @@ against the stored hash (:func:`check_secret`), always doing the same work wheth
 :class:`FailureRateLimiter` counts failed authentications per client id and per source address in a sliding
 window (:attr:`~as_server.config.Settings.auth_failure_limit` failures within
 :attr:`~as_server.config.Settings.auth_failure_window` seconds); beyond that, requests are refused with
-:class:`~as_server.errors.TooManyRequests` (4.29) before any secret is compared.
+:class:`~as_server.errors.TooManyRequests` (4.29) before any secret is compared. The same limiter, keyed by user
+name, guards approvers' passwords (the consent API) and the sign-in page.
+
+The counts live in the memory of one server process. ``ostiary as serve`` runs the CoAP side in one process and the
+HTTP side in :attr:`~as_server.config.Settings.http_workers` gunicorn workers, each with its own counts, so a
+guesser whose requests are spread over the processes gets up to about ``auth_failure_limit`` x (``http_workers``
++ 1) failures per window, not ``auth_failure_limit``. Sharing the counts (in the database, or a shared cache) would
+put a write on every failure; set the limit with this factor in mind.
 
 Design decisions (RFC 6749 §10.10 and RFC 9200 §6 ask for protection against guessing, without specifying it):
 
@@ -136,13 +143,14 @@ def _peer_key(peer: str) -> str:
 class FailureRateLimiter:
     """Sliding-window limit on failed client authentications, per client id and per source address.
 
-    Thread-safe; one instance is shared by the token and introspection endpoints of an AS. Time is a parameter
-    (``now``, seconds since the epoch).
+    Per process (see the module documentation). Thread-safe; one instance is shared by the token and introspection
+    endpoints of an AS. Time is a parameter (``now``, seconds since the epoch).
 
     :param settings: supplies ``auth_failure_limit`` and ``auth_failure_window`` (defaults 10 failures in 60 s).
     :param limit: failures allowed per key within the window (overrides ``settings``).
     :param window: the window in seconds (overrides ``settings``).
     :param max_keys: how many client ids and addresses are tracked at most.
+    :param key_name: what the first key is, for the log: ``client_id``, or ``user`` where user names are counted.
     :raises ValueError: a limit, window or key bound below 1.
     """
 
@@ -153,6 +161,7 @@ class FailureRateLimiter:
         limit: int | None = None,
         window: float | None = None,
         max_keys: int = DEFAULT_MAX_KEYS,
+        key_name: str = "client_id",
     ) -> None:
         if limit is None:
             limit = settings.auth_failure_limit if settings is not None else 10
@@ -163,6 +172,7 @@ class FailureRateLimiter:
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
+        self.key_name = key_name
         self._lock = threading.Lock()
         self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
@@ -199,7 +209,7 @@ class FailureRateLimiter:
                 elif len(stamps) >= self.limit:
                     retry_after = max(retry_after, stamps[0] + self.window - now)
         if retry_after > 0:
-            logger.warning("authentication rate limit reached for client_id=%r peer=%r", client_id, peer)
+            logger.warning("authentication rate limit reached for %s=%r peer=%r", self.key_name, client_id, peer)
             raise TooManyRequests(math.ceil(retry_after))
 
     def record_failure(self, client_id: str | None, peer: str | None, now: float) -> None:

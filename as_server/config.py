@@ -78,9 +78,13 @@ class Settings:
     exi_upload_window: int = 86400
     #: Requests larger than this are refused before parsing (4.13 / 413).
     max_payload: int = DEFAULT_MAX_SIZE
-    #: The static allow-list policy (YAML); default ``$OSTIARY_HOME/policy.yaml``.
+    #: The policy file (YAML: rules with effect permit, deny or consent; :mod:`policies.policy_file`, README
+    #: "Policies"), read when the server starts; default ``$OSTIARY_HOME/policy.yaml``.
     policy_file: Path | None = None
-    #: Failed client authentications allowed per client_id and per source address within the window.
+    #: Failed client authentications allowed per client_id and per source address within the window (also per user
+    #: name for approvers at the consent API). Counted in each server process on its own (:mod:`as_server.auth`):
+    #: with ``http_workers`` gunicorn workers and the CoAP process, up to about this x (``http_workers`` + 1)
+    #: failures get through per window.
     auth_failure_limit: int = 10
     auth_failure_window: int = 60
     log_level: str = "INFO"
@@ -113,7 +117,8 @@ class Settings:
     refresh_family_lifetime: int = 90 * 86400
     #: How long the sign-in page may be submitted after it was shown (seconds; the lifetime of its CSRF token).
     signin_page_lifetime: int = 600
-    #: Failed sign-ins allowed per user name and per source address within ``auth_failure_window``.
+    #: Failed sign-ins allowed per user name and per source address within ``auth_failure_window``, counted in each
+    #: HTTP worker on its own (up to about this x ``http_workers`` per window, see ``auth_failure_limit``).
     signin_failure_limit: int = 10
     #: The manager console (issue #6, ``/console/``): a session ends after this many seconds without a request.
     console_idle_timeout: int = 900

@@ -389,7 +389,7 @@ class ConsentService:
         self.identity = identity
         self.clock = clock
         self._random = random_bytes
-        self._limiter = FailureRateLimiter(settings)
+        self._limiter = FailureRateLimiter(settings, key_name="user")
         self._listeners: list[Callable[[str], None]] = []
         self._listeners_lock = threading.Lock()
 
@@ -634,10 +634,11 @@ class ConsentService:
             raise ApiForbidden("only administrators create grants without a request")
         if scope.is_empty:
             raise ApiBadRequest("the scope is empty")
+        # Only administrators get here, who named the client and audience themselves: say which one is missing.
         if self._storage.get_client(client_id) is None:
-            raise ApiBadRequest("no such client")
+            raise ApiBadRequest(f"no client {client_id!r}")
         if self._storage.get_resource_server(audience) is None:
-            raise ApiBadRequest("no such audience")
+            raise ApiBadRequest(f"no resource server {audience!r}")
         windows = approval.windows
         probe = Grant(
             id="probe",
@@ -703,6 +704,12 @@ class ConsentService:
         """The grants ``approver`` may revoke (admins: all), newest first."""
         found = self._storage.list_grants(status=status, limit=limit if approver.is_admin else 10_000)
         return [g for g in found if approver.may_decide(g.approvers)][:limit]
+
+    def disabled_users(self) -> frozenset[str]:
+        """The users whose accounts are disabled. Their grants stay active but do not count while the account is
+        disabled (the storage leaves them out of :meth:`~as_server.storage.base.Storage.active_grants`; enabling the
+        user brings them back), so the grant views say so."""
+        return frozenset(user.name for user in self._storage.list_users() if not user.enabled)
 
     def get_grant(self, approver: Approver, grant_id: str) -> Grant:
         """:raises ApiNotFound: no such grant. :raises ApiForbidden: not one the approver may revoke."""

@@ -640,6 +640,15 @@ def _cmd_consent_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _times(count: int) -> str:
+    """``once``, ``2 times``, ...: how often an app asked.
+
+    >>> _times(1), _times(3)
+    ('once', '3 times')
+    """
+    return "once" if count == 1 else f"{count} times"
+
+
 def _print_request(request: Any, grant: Any) -> None:
     from as_server.audit import describe_grant
 
@@ -652,7 +661,7 @@ def _print_request(request: Any, grant: Any) -> None:
         ("scope", _scope_text(request.scope)),
         ("reason", request.reason or "-"),
         ("approvers", ", ".join(request.approvers) or "-"),
-        ("asked", f"{_when(request.created_at)} ({request.request_count} times, last {_when(request.updated_at)})"),
+        ("asked", f"{_when(request.created_at)} ({_times(request.request_count)}, last {_when(request.updated_at)})"),
         ("expires", _when(request.expires_at)),
         ("decided", f"{_when(request.decided_at)} by {request.decided_by}" if request.decided_at else "-"),
         ("note", request.note or "-"),
@@ -758,13 +767,14 @@ def _cmd_consent_grants(args: argparse.Namespace) -> int:
     with _storage(_settings(args)) as storage:
         service, approver = _consent(storage, args)
         found = service.list_grants(approver, status=status, limit=args.limit)
+        disabled = service.disabled_users()
     if args.json:
-        _print_json([grant_view(g) for g in found])
+        _print_json([grant_view(g, disabled_users=disabled) for g in found])
         return 0
     rows = [
         [
             g.id,
-            str(g.status),
+            f"{g.status} (user disabled)" if g.subject in disabled else str(g.status),
             g.client_id,
             g.subject or "-",
             g.audience,
@@ -803,6 +813,11 @@ def add_audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action", metavar="ACTION", help="an action (token.refused) or a family (access_request)")
     parser.add_argument("--limit", type=int, default=100, metavar="N", help="the N newest entries (default 100)")
     parser.add_argument("--json", action="store_true", help="one JSON array, oldest first")
+    from as_server.audit import ACTIONS
+
+    width = max(map(len, ACTIONS))
+    listing = "\n".join(f"  {name:<{width}}  {meaning}" for name, meaning in ACTIONS.items())
+    parser.epilog = f"{parser.epilog}\n\nactions:\n{listing}" if parser.epilog else f"actions:\n{listing}"
     parser.add_argument(
         "--home",
         type=Path,
@@ -814,10 +829,17 @@ def add_audit_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print the newest ``--limit`` matching entries, oldest first."""
+    from as_server.audit import FAMILIES, known_action
     from as_server.storage.base import AuditQuery
 
     if not 1 <= args.limit <= 100_000:
         raise CommandError("--limit must be 1 to 100000", status=2)
+    if args.action is not None and not known_action(args.action):
+        raise CommandError(
+            f"unknown --action {args.action!r}; families: {', '.join(FAMILIES)} ('ostiary audit --help' lists the"
+            " actions)",
+            status=2,
+        )
     now = _now()
     query = AuditQuery(
         since=None if args.since is None else _time(args.since, now=now, future=False),

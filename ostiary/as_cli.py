@@ -134,8 +134,12 @@ DEFAULT_CONFIG = """\
 
 
 DEFAULT_POLICY = """\
-# Ostiary allow list: which client may get which rights at which resource server (audience).
-# Every rule grants; nothing denies; a request gets at most what it asks for (RFC 9200 section 5.8.1).
+# Ostiary policy: which client, acting alone or for a signed-in user, may get which rights at which resource
+# server (audience), when, and who approves. Each rule has an effect: permit (the default) grants, deny takes
+# rights away whatever else grants them, consent grants only once an approver agrees. A request gets at most what
+# it asks for (RFC 9200 section 5.8.1); with no rule that grants, nothing is granted.
+# Every key (users, groups, audience globs and groups, time windows, validity, approvers): README.md, section
+# "Policies: who may open which door, when, and who approves". Check with 'ostiary policy validate FILE'.
 # The server reads this file at start: restart 'ostiary as serve' after editing.
 #
 # rules:
@@ -143,6 +147,11 @@ DEFAULT_POLICY = """\
 #     audience: front-door                   # an audience, or a glob such as "building-a/*"
 #     scope: "/lock:GET,PUT /battery:GET"    # AIF-REST (RFC 9237) when it starts with "/", else text scopes
 #     max_lifetime: 3600                     # optional, seconds
+#   - effect: consent                        # the app waits until an approver agrees
+#     users: "*"                             # any signed-in user
+#     audience: front-door
+#     scope: "/lock:PUT"
+#     approvers: {groups: [facility]}
 rules:
 """
 
@@ -772,9 +781,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_client_add(args: argparse.Namespace) -> int:
+    from as_server.audit import simple_entry
     from as_server.models import Client, PopKeyType
     from as_server.sealing import generate_secret, hash_secret
     from as_server.storage.base import DuplicateError
+    from ostiary.admin_cli import actor
 
     default_scope = None
     if args.default_scope is not None:
@@ -803,6 +814,9 @@ def _cmd_client_add(args: argparse.Namespace) -> int:
             storage.add_client(client)
         except DuplicateError:
             raise CommandError(f"client {args.client_id!r} exists (see 'client rotate-secret')") from None
+        storage.append_audit(
+            [simple_entry("client.created", actor=actor(), at=client.created_at, client_id=args.client_id)]
+        )
     print(f"added client {args.client_id}")
     if args.public:
         print("public client: no secret (it proves itself with PKCE and refresh-token rotation)")
@@ -901,12 +915,19 @@ def _cmd_client_enable(args: argparse.Namespace) -> int:
 
 
 def _cmd_client_rotate(args: argparse.Namespace) -> int:
+    from as_server.audit import simple_entry
     from as_server.sealing import generate_secret, hash_secret
+    from ostiary.admin_cli import actor
 
     secret = generate_secret()
     with _storage(_settings(args)) as storage:
         client = _get_client(storage, args.client_id)
+        if client.public:
+            raise CommandError(f"client {args.client_id!r} is public: it has no secret")
         storage.update_client(dataclasses.replace(client, secret_hash=hash_secret(secret)))
+        storage.append_audit(
+            [simple_entry("client.secret_rotated", actor=actor(), at=_now(), client_id=args.client_id)]
+        )
     print(f"new secret for client {args.client_id} (the old one no longer works)")
     print(f"client_secret: {secret}")
     _secret_note("client secret")
@@ -918,9 +939,10 @@ def _cmd_client_rotate(args: argparse.Namespace) -> int:
 
 def _cmd_rs_add(args: argparse.Namespace) -> int:
     from ace_core.keys import CoseKey, b64url_encode
-    from as_server.models import ResourceServer, ScopeFormat, TokenForm
+    from as_server.models import AuditEntry, ResourceServer, ScopeFormat, TokenForm
     from as_server.sealing import generate_secret, hash_secret
     from as_server.storage.base import DuplicateError
+    from ostiary.admin_cli import actor
 
     if args.max_lifetime < 1:
         raise CommandError("--max-lifetime must be at least 1 second", status=2)
@@ -961,6 +983,9 @@ def _cmd_rs_add(args: argparse.Namespace) -> int:
             storage.add_resource_server(rs)
         except DuplicateError:  # added by someone else since the check above
             raise CommandError(f"resource server {args.audience!r} exists") from None
+        storage.append_audit(
+            [AuditEntry(at=rs.created_at, action="resource_server.created", actor=actor(), audience=args.audience)]
+        )
     encoded = shared_key.to_cbor()
     print(f"added resource server {args.audience}")
     print(f"AS<->RS key (COSE_Key, AES-CCM-16-64-128, kid h'{(shared_key.kid or b'').hex()}'):")

@@ -1,7 +1,8 @@
 """``ostiary policy ...``: check policy files and explain decisions (issue #5).
 
 * ``ostiary policy validate [FILE ...]`` loads each file (default: the deployment's policy file) and prints a summary,
-  or every mistake as ``FILE:LINE: message`` on standard error (exit status 1).
+  or every mistake as ``FILE:LINE: message`` on standard error (exit status 1). A rule whose validity has ended
+  gets a warning on standard error (``FILE:LINE: warning: ...``) without failing the check.
 * ``ostiary policy explain --client C [--user U [--group G ...]] --audience A --scope S [--at TIME] [--file FILE]``
   prints the decision the authorization server would make and what each matching rule contributed, with its line.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -33,6 +35,7 @@ examples:
   ostiary policy validate a.yaml b.yaml     # several files; exit status 1 if any has a mistake
 
 Every mistake is printed on standard error as FILE:LINE: message, so editors can jump to it.
+Rules whose validity has ended (valid_until in the past) get a warning there; they do not fail the check.
 The file format (rules, subjects, targets, scopes, windows, consent) is in the README, "Policies"."""
 
 _EXPLAIN_EPILOG = """\
@@ -131,6 +134,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         print(f"{path}: valid, {document.summary()}")
+        for rule in document.ended(int(time.time())):
+            assert rule.valid_until is not None
+            ended = datetime.fromtimestamp(rule.valid_until, UTC).isoformat().replace("+00:00", "Z")
+            print(
+                f"{rule.where}: warning: rule {rule.id} ended {ended} (valid_until); it no longer applies",
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 

@@ -24,7 +24,7 @@ permits). An annotated example with every key::
         windows: ["Mon-Fri 09:00-18:00"]  # local times in `timezone`; also {days: Sat, from: "10:00", to: "14:00"}
         timezone: Europe/Berlin           # optional here: the file's default applies
         valid_from: 2025-01-01T00:00:00+01:00     # in force from (inclusive) ...
-        valid_until: 2026-01-01T00:00:00+01:00    # ... until (exclusive); ISO 8601
+        valid_until: 2031-01-01T00:00:00+01:00    # ... until (exclusive); ISO 8601
         max_lifetime: 3600                # tokens granted by this rule live at most this long (seconds)
 
       - id: no-server-room
@@ -209,6 +209,18 @@ class PolicyDocument:
         if self.audience_groups:
             text += f", {len(self.audience_groups)} audience groups"
         return text
+
+    def ended(self, now: int) -> tuple[Rule, ...]:
+        """The rules whose validity ended at or before ``now`` (``valid_until <= now``): valid, but they never apply
+        again, which is more often an oversight than intended (``ostiary policy validate`` warns about them).
+
+        >>> document = PolicyDocument.from_yaml(
+        ...     "rules: [{id: old, client: a, audience: b, scope: r, valid_until: 1970-01-02T00:00:00Z}]"
+        ... )
+        >>> [rule.id for rule in document.ended(86_400)], document.ended(86_399)
+        (['old'], ())
+        """
+        return tuple(rule for rule in self.rules if rule.valid_until is not None and rule.valid_until <= now)
 
 
 class _Parser:

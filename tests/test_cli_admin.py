@@ -163,7 +163,10 @@ def test_consent_commands(home: Path, deployment: AuthorizationServer, capsys: p
     code, out, _ = run(home, capsys, "consent", "list", "--as", "grace", "--json")
     assert {r["id"] for r in json.loads(out)} == {first, second}
     code, out, _ = run(home, capsys, "consent", "show", first, "--as", "frank")
-    assert "user:frank, group:facility" in out and "/lock:GET,PUT" in out
+    assert "user:frank, group:facility" in out and "/lock:GET,PUT" in out and "(once, last " in out
+    ask(server, "/lock:GET,PUT")  # merged into the pending request
+    code, out, _ = run(home, capsys, "consent", "show", first, "--as", "frank")
+    assert "(2 times, last " in out
 
     code, _, err = run(home, capsys, "consent", "list", "--as", "alice")
     assert (code, err.strip()) == (1, "ostiary: error: approvers need the role manager or admin")
@@ -203,6 +206,7 @@ def test_consent_commands(home: Path, deployment: AuthorizationServer, capsys: p
     assert actions == [
         ("access_request.created", first),
         ("access_request.created", second),
+        ("access_request.merged", first),
         ("access_request.approved", first),
         ("access_request.denied", second),
     ]
@@ -211,8 +215,22 @@ def test_consent_commands(home: Path, deployment: AuthorizationServer, capsys: p
     code, out, _ = run(home, capsys, "audit", "--client", "phone-app", "--action", "token.refused", "--limit", "1")
     server.audit_log.flush()
     code, out, _ = run(home, capsys, "audit", "--client", "phone-app", "--action", "token.refused")
-    assert out.count("token.refused") == 2 and "consent required" in out
+    assert out.count("token.refused") == 3 and "consent required" in out  # asked twice, then merged once
     assert run(home, capsys, "audit", "--since", "yesterday-ish")[0] == 2
+
+
+def test_audit_refuses_an_unknown_action(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An action filter that can match nothing is a typo: one line naming the families, not an empty table."""
+    code, out, err = run(home, capsys, "audit", "--action", "bogus")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("ostiary: error: unknown --action 'bogus'; families: access_request, audit, ")
+    assert run(home, capsys, "audit", "--action", "token.bogus")[0] == 2
+    for wanted in ("grant", "client.secret_rotated", "user"):
+        assert run(home, capsys, "audit", "--action", wanted)[0] == 0, wanted
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    listed = capsys.readouterr().out.split("actions:\n", 1)[1]
+    assert "  client.secret_rotated " in listed and "  access_request.merged " in listed
 
 
 def test_client_disable_revokes_its_tokens(
@@ -287,7 +305,7 @@ def test_consent_grant_creates_a_database_rule(
         "--as",
         "root",
     )
-    assert code == 1 and "no such client" in err
+    assert (code, err.strip()) == (1, "ostiary: error: no client 'ghost'")
     code, out, err = run(home, capsys, *argv, "--as", "root", "--until", "30d", "--json")
     assert code == 0, err
     grant = json.loads(out)
@@ -311,3 +329,25 @@ def test_consent_grant_creates_a_database_rule(
 
 def server_secret(server: AuthorizationServer) -> str:
     return str(server.phone_secret)  # type: ignore[attr-defined]
+
+
+def test_grants_of_a_disabled_user_say_so(
+    home: Path, deployment: AuthorizationServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disabled user's grants stay active (enabling the user brings them back) but do not count meanwhile: the
+    grant views tell approvers so."""
+    argv = ["consent", "grant", "--as", "root", "--client", "phone-app", "--user", "alice", "--audience", "front-door"]
+    assert run(home, capsys, *argv, "--scope", "/lock:PUT")[0] == 0
+
+    def shown() -> tuple[bool, str]:
+        grants = json.loads(run(home, capsys, "consent", "grants", "--as", "root", "--json")[1])
+        table = run(home, capsys, "consent", "grants", "--as", "root")[1]
+        return grants[0]["user_disabled"], table.splitlines()[1]
+
+    disabled, row = shown()
+    assert not disabled and " active " in row and "user disabled" not in row
+    assert run(home, capsys, "user", "disable", "alice")[0] == 0
+    disabled, row = shown()
+    assert disabled and " active (user disabled) " in row
+    assert run(home, capsys, "user", "enable", "alice")[0] == 0
+    assert not shown()[0]

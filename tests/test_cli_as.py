@@ -4,6 +4,7 @@ again), one-line errors, and help texts that teach."""
 from __future__ import annotations
 
 import argparse
+import json
 import stat
 import time
 from pathlib import Path
@@ -118,6 +119,31 @@ def test_client_lifecycle_prints_the_secret_once(home: Path, capsys: pytest.Capt
 
     code, _, err = run(home, capsys, "client", "add", "phone-app")
     assert code == 1 and err.count("\n") == 1 and "exists" in err
+
+
+def test_client_and_rs_changes_are_audited(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI records what the console records (client.created, client.secret_rotated, resource_server.created),
+    with the actor cli:OS-USER; a public client has no secret to rotate."""
+    monkeypatch.setattr("getpass.getuser", lambda: "ops")
+    run(home, capsys, "init")
+    assert run(home, capsys, "rs", "add", "front-door")[0] == 0
+    assert run(home, capsys, "client", "add", "phone-app", "--audience", "front-door")[0] == 0
+    assert run(home, capsys, "client", "rotate-secret", "phone-app")[0] == 0
+    uri = ["--redirect-uri", "http://127.0.0.1/cb"]
+    assert run(home, capsys, "client", "add", "door-app", "--public", *uri)[0] == 0
+    code, _, err = run(home, capsys, "client", "rotate-secret", "door-app")
+    assert (code, err.strip()) == (1, "ostiary: error: client 'door-app' is public: it has no secret")
+
+    assert main(["audit", "--home", str(home), "--json"]) == 0
+    entries = [(e["action"], e["actor"], e["client_id"] or e["audience"]) for e in json.loads(capsys.readouterr().out)]
+    assert entries == [
+        ("resource_server.created", "cli:ops", "front-door"),
+        ("client.created", "cli:ops", "phone-app"),
+        ("client.secret_rotated", "cli:ops", "phone-app"),
+        ("client.created", "cli:ops", "door-app"),
+    ]
 
 
 def test_rs_add_prints_the_key_once_and_show_hides_it(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

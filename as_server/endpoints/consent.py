@@ -111,8 +111,9 @@ def request_view(request: ConsentRequest, grant: Grant | None) -> dict[str, Any]
     }
 
 
-def grant_view(grant: Grant) -> dict[str, Any]:
-    """What approvers see of a grant."""
+def grant_view(grant: Grant, *, disabled_users: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """What approvers see of a grant. ``user_disabled``: the grant is for a user whose account is disabled, so it
+    does not count until the user is enabled again (:meth:`~as_server.consent.ConsentService.disabled_users`)."""
     return {
         "id": grant.id,
         "request_id": grant.request_id,
@@ -127,6 +128,7 @@ def grant_view(grant: Grant) -> dict[str, Any]:
         "created_by": grant.created_by,
         "revoked_at": grant.revoked_at,
         "revoked_by": grant.revoked_by,
+        "user_disabled": grant.subject is not None and grant.subject in disabled_users,
     }
 
 
@@ -233,13 +235,15 @@ class ConsentApi:
         limit = _limit(query)
         approver = self._approver(credentials, peer)
         status = None if raw == "all" else _GRANT_STATUSES[raw]
-        return {"grants": [grant_view(g) for g in self._consent.list_grants(approver, status=status, limit=limit)]}
+        found = self._consent.list_grants(approver, status=status, limit=limit)
+        disabled = self._consent.disabled_users()
+        return {"grants": [grant_view(g, disabled_users=disabled) for g in found]}
 
     def show_grant(self, credentials: ClientCredentials | None, grant_id: str, *, peer: str) -> dict[str, Any]:
         """``GET /consent/grants/{id}``, with the tokens issued under the grant."""
         approver = self._approver(credentials, peer)
         grant = self._consent.get_grant(approver, grant_id)
-        view = grant_view(grant)
+        view = grant_view(grant, disabled_users=self._consent.disabled_users())
         view["tokens"] = [
             {"cti": t.cti.hex(), "status": t.status.value, "iat": t.iat, "exp": t.exp}
             for t in self._consent.tokens_of(grant)

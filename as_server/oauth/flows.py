@@ -199,7 +199,9 @@ class OAuthFlows:
         self._identity = identity
         self._clock = clock
         self.csrf = CsrfTokens(sealer, lifetime=settings.signin_page_lifetime)
-        limiter = FailureRateLimiter(limit=settings.signin_failure_limit, window=settings.auth_failure_window)
+        limiter = FailureRateLimiter(
+            limit=settings.signin_failure_limit, window=settings.auth_failure_window, key_name="user"
+        )
         self.signin = SignIn(identity, limiter, audit)
         self.refresh_grant = RefreshTokenGrant(settings=settings, storage=storage, endpoint=endpoint, identity=identity)
         endpoint.register_grant(GrantType.REFRESH_TOKEN, self.refresh_grant)

@@ -348,7 +348,15 @@ def install(app: Flask, server: AuthorizationServer) -> None:
         status = request.args.get("status", "active")
         q = request.args.get("q", "")
         found = console.grants(who, status, q, page_number(request.args.get("page")))
-        return page("grants.html", title="Grants", page=found, status=status, q=q, args=args_for(status=status, q=q))
+        return page(
+            "grants.html",
+            title="Grants",
+            page=found,
+            status=status,
+            q=q,
+            args=args_for(status=status, q=q),
+            disabled_users=console.consent.disabled_users(),
+        )
 
     @app.post(CONSOLE_PATH + "/grants/<grant_id>/revoke")
     @view

@@ -3,14 +3,16 @@ refusals (bounded, batched, never blocking, counting what it drops), and ``list_
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from as_server.audit import AuditLog, clean_text, describe_scope, issued_entry
+from as_server.audit import ACTIONS, AuditLog, clean_text, describe_scope, issued_entry, known_action
 from as_server.models import AuditEntry
 from as_server.sealing import MasterKey
 from as_server.storage.base import AuditQuery, Storage
@@ -228,3 +230,25 @@ def test_describe_scope() -> None:
     assert describe_scope(b"\xff\x00") == "h'ff00'"
     assert describe_scope('[["/lock",5]]') == "/lock:GET,PUT"  # AIF as JSON text (HTTP token requests)
     assert describe_scope(None) is None
+
+
+# --- the list of actions ----------------------------------------------------------------------------------------
+
+#: How the code names the action of an entry it writes.
+_WRITTEN_ACTION = re.compile(r'(?:action=|simple_entry\(|request_entry\(|grant_entry\()\s*"([a-z_]+\.[a-z_]+)"')
+
+
+def test_every_action_the_code_writes_is_listed() -> None:
+    """``ACTIONS`` is what ``ostiary audit --help`` lists and ``--action`` accepts: an action written but not listed
+    could not be asked for by name."""
+    root = Path(__file__).resolve().parents[2]
+    written = {
+        match
+        for package in ("as_server", "ostiary")
+        for path in (root / package).rglob("*.py")
+        for match in _WRITTEN_ACTION.findall(path.read_text())
+    }
+    assert {"client.created", "client.secret_rotated", "resource_server.created", "token.refused"} <= written
+    assert written - set(ACTIONS) == set()
+    assert all(known_action(action) and known_action(action.split(".")[0]) for action in ACTIONS)
+    assert not known_action("bogus") and not known_action("client.bogus")

@@ -128,6 +128,15 @@ def test_blocks_after_limit_within_window() -> None:
     assert info.value.retry_after == 50
 
 
+@pytest.mark.parametrize(("key_name", "logged"), [(None, "client_id='c'"), ("user", "user='c'")])
+def test_the_log_names_what_is_counted(key_name: str | None, logged: str, caplog: pytest.LogCaptureFixture) -> None:
+    limiter = FailureRateLimiter(limit=1) if key_name is None else FailureRateLimiter(limit=1, key_name=key_name)
+    fail(limiter, 1, "c", "192.0.2.1", NOW)
+    with caplog.at_level("WARNING", logger="as_server.auth"), pytest.raises(TooManyRequests):
+        limiter.check("c", "192.0.2.1", NOW)
+    assert f"rate limit reached for {logged} peer='192.0.2.1'" in caplog.text
+
+
 def test_sliding_window() -> None:
     limiter = FailureRateLimiter(limit=3, window=60)
     for t in (0, 20, 40):

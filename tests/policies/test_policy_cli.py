@@ -72,6 +72,20 @@ def test_validate_a_valid_file(policy: Path, capsys: pytest.CaptureFixture[str])
     assert out == f"{policy}: valid, 3 rules (1 permit, 1 deny, 1 consent), 1 audience groups\n"
 
 
+def test_validate_warns_about_rules_that_have_ended(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rule past its valid_until is valid but never applies again: a warning with its line, exit status 0."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        POLICY
+        + "  - {id: last-year, client: a, audience: b, scope: r, valid_until: 2020-01-01T00:00:00+01:00}\n"
+        + "  - {id: far-future, client: a, audience: b, scope: r, valid_until: 2999-01-01T00:00:00Z}\n"
+    )
+    status, out, err = run(["policy", "validate", str(path)], capsys)
+    assert status == 0 and out.startswith(f"{path}: valid, 5 rules")
+    warning = "warning: rule last-year ended 2019-12-31T23:00:00Z (valid_until); it no longer applies"
+    assert err == f"{path}:22: {warning}\n"  # the rule's line
+
+
 def test_validate_lists_every_mistake_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN)
@@ -104,6 +118,13 @@ def test_validate_the_files_ostiary_as_init_writes(tmp_path: Path, capsys: pytes
     path.write_text(DEFAULT_POLICY)
     status, out, _ = run(["policy", "validate", str(path)], capsys)
     assert status == 0 and "no rules" in out
+    # Its header describes the policy engine (permit, deny, consent), and its commented example is a valid policy.
+    header = DEFAULT_POLICY.split("\nrules:\n")[0]
+    assert all(word in header for word in ("permit", "deny", "consent", "README")) and "allow list" not in header
+    example = "\n".join(line[2:] for line in header.splitlines() if line.startswith(("# rules:", "#   ")))
+    path.write_text(example)
+    status, out, _ = run(["policy", "validate", str(path)], capsys)
+    assert status == 0 and "2 rules (1 permit, 1 consent)" in out
 
 
 # --------------------------------------------------------------------------------------------------------------
