@@ -79,10 +79,12 @@ DEFAULT_CONFIG = """\
 # Requests larger than this many bytes are refused before parsing (4.13 / 413).
 # max_payload = 8192
 
-# The allow-list policy (YAML); default: policy.yaml in this directory. Without it nothing is granted.
+# The policy file (YAML: rules that permit, deny or ask for consent; README "Policies"), read when the server
+# starts: restart it after editing. Default: policy.yaml in this directory. Without it nothing is granted.
 # policy_file = "/etc/ostiary/policy.yaml"
 
-# Failed client authentications allowed per client_id and per source address within the window (seconds).
+# Failed client authentications allowed per client_id and per source address within the window (seconds),
+# counted in each server process on its own: up to about this x (http_workers + 1) failures get through.
 # auth_failure_limit = 10
 # auth_failure_window = 60
 
