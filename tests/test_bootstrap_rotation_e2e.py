@@ -106,7 +106,8 @@ INTERRUPTED = _device(4)
 CUT_SHORT = _device(5)
 REVOKED = _device(6)
 STALE_SESSION = _device(7)
-DEVICES = (PULLED, CLASSIC, ROTATED, INTERRUPTED, CUT_SHORT, REVOKED, STALE_SESSION)
+REREGISTERED = _device(8)
+DEVICES = (PULLED, CLASSIC, ROTATED, INTERRUPTED, CUT_SHORT, REVOKED, STALE_SESSION, REREGISTERED)
 
 
 @dataclass
@@ -169,8 +170,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, loops: LoopThread) -> I
     service, close_service = open_bootstrap_service(server)
     transport = loops.run(BootstrapCoapServer.start(service, host="127.0.0.1", dtls_port=0, exchange_timeout=2.0))
     service.server_uri = f"coaps://127.0.0.1:{transport.dtls_port}"  # where this test's server really listens
-    yield Deployment(running, service, transport, loops, home)
-    loops.run(transport.close())
+    dep = Deployment(running, service, transport, loops, home)
+    yield dep
+    loops.run(dep.transport.close())  # a test may have restarted it
     close_service()
     running.stop()
     server.close()
@@ -707,5 +709,54 @@ def test_a_dtls_session_opened_before_the_revocation_is_refused_too(
                 await registration.update()  # over the session opened with the now revoked identity
         finally:
             await registration.close()
+
+    _run(flow)
+
+
+#: How soon a lock whose identity was revoked must be registered again with its new one (its pulls come every
+#: PULL_INTERVAL; without the fix it first waited for a De-register of the revoked identity: REQUEST_TIMEOUT, 93 s).
+REREGISTER_BOUND = 5.0
+
+
+def test_after_a_revocation_the_lock_registers_its_new_identity_at_once(
+    deployment: Deployment, tmp_path: Path, fresh_psk_lookups: None
+) -> None:
+    """The README walk-through: the AS restarted while the lock runs (the lock's DTLS session to ``/rd`` is unknown
+    to the new process), then ``ostiary as rs revoke``. The revocation drops the registration; the lock's next pull
+    brings generation 2, and the lock registers it promptly: it does not de-register the revoked identity first
+    over the dead session (that De-register got no answer and was retransmitted for a whole exchange)."""
+    dep = deployment
+    serial = REREGISTERED.serial
+    storage = dep.server.storage
+
+    async def flow() -> None:
+        async with _serve_lock(dep, REREGISTERED, tmp_path, pull_interval=PULL_INTERVAL) as lock:
+            old = lock.credentials.current
+            # a restart of the AS's bootstrap server on the same port: the lock's DTLS session is gone there
+            port = dep.transport.dtls_port
+            assert port is not None
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(dep.transport.close(), dep.loops.loop))
+            dep.transport = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(
+                    BootstrapCoapServer.start(dep.service, host="127.0.0.1", dtls_port=port, exchange_timeout=2.0),
+                    dep.loops.loop,
+                )
+            )
+
+            before = storage.registration_of(serial)
+            assert before is not None
+            dep.service.credentials.revoke(serial, now=int(time.time()))  # drops that registration too
+            started = asyncio.get_running_loop().time()
+            registration = await _until(
+                "the registration with the new identity",
+                lambda: (r := storage.registration_of(serial)) is not None and r.location != before.location and r,
+                timeout=REREGISTER_BOUND,
+            )
+            assert asyncio.get_running_loop().time() - started < REREGISTER_BOUND
+            creds = lock.credentials
+            assert creds.newest.generation > old.generation
+            assert registration.endpoint == REREGISTERED.endpoint
+            assert _token_key(dep, serial) == creds.newest.key
+        assert storage.registration_of(serial) is None  # stopping de-registers the new identity
 
     _run(flow)

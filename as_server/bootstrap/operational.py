@@ -287,8 +287,8 @@ class OperationalCredentials:
 
     def revoke(self, audience: str, *, now: int, actor: str = ACTOR_SYSTEM) -> int:
         """Revocation (design: "Revocation"): every generation retired now and erased, the resource server disabled
-        (its token key erased) and its unexpired tokens revoked, in one transaction. A later bootstrap of the lock
-        (:meth:`key_for_delivery`) enables it again with a new generation.
+        (its token key erased), its unexpired tokens revoked and its LwM2M registration dropped, in one transaction.
+        A later bootstrap of the lock (:meth:`key_for_delivery`) enables it again with a new generation.
 
         :returns: the number of tokens revoked.
         :raises UnknownLock:

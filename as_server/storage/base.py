@@ -480,8 +480,9 @@ class OperationalKeyStore(Protocol):
 
     def revoke_operational_keys(self, audience: str, *, actor: str, now: int) -> int:
         """Revocation, in one transaction: every generation retired at ``now`` (unless earlier) and erased, the
-        resource server disabled and its ``shared_key`` erased, and its unexpired tokens revoked (audited as
-        ``resource_server.revoked``).
+        resource server disabled and its ``shared_key`` erased, its unexpired tokens revoked (audited as
+        ``resource_server.revoked``), and its LwM2M registration dropped (made with an identity that is gone: the
+        lock registers again after its next bootstrap).
 
         :returns: the number of tokens revoked.
         :raises NotFoundError: no resource server ``audience``.

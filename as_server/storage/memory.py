@@ -849,7 +849,8 @@ class MemoryStorage(OAuthMemoryStore):
             return erased
 
     def revoke_operational_keys(self, audience: str, *, actor: str, now: int) -> int:
-        """Retire and erase every generation, disable the RS and revoke its tokens, atomically under the lock.
+        """Retire and erase every generation, disable the RS, revoke its tokens and drop its registration,
+        atomically under the lock.
 
         :raises NotFoundError: no such resource server.
         """
@@ -866,6 +867,9 @@ class MemoryStorage(OAuthMemoryStore):
                 retire_at = now if key.retire_at is None or key.retire_at > now else key.retire_at
                 self._set_rs_key(dataclasses.replace(key, key=None, retire_at=retire_at))
             revoked = self._revoke_where(lambda t: t.audience == audience, now)
+            location = self._registration_of.pop(audience, None)
+            if location is not None:
+                del self._registrations[location]
             self._bump_registry()
             self._log(
                 AuditEntry(

@@ -12,7 +12,7 @@ Resources (docs/bootstrap-design.md):
 ``DELETE /rd/{id}``    De-register (2.02)
 =====================  =========================================================  ============================
 
-aiocoap's DTLS server (``shared/reference/lwm2m-bootstrap.md`` §4) needs three adjustments, all in
+aiocoap's DTLS server (``shared/reference/lwm2m-bootstrap.md`` §4) needs five adjustments, all in
 :class:`_DtlsServer`, each a small override of a documented-as-experimental class:
 
 1. it binds *port + 1* (so that "5683" means coaps on 5684); we bind exactly the port asked for;
@@ -21,7 +21,11 @@ aiocoap's DTLS server (``shared/reference/lwm2m-bootstrap.md`` §4) needs three 
    "Session binding"). We recognise our own sessions' addresses;
 3. it never evicts sessions (its ``max_sockets`` is unused); we cap them and drop the least recently used;
 4. it keeps a session after the peer's close_notify (tinydtls reports it at warning level, aiocoap acts on fatal
-   alerts only), so a device reconnecting from the same address and port met a dead session; we drop it.
+   alerts only), so a device reconnecting from the same address and port met a dead session; we drop it;
+5. its shutdown drops the open sessions only after the message manager has shut down (``MessageManager.shutdown``
+   clears its exchanges, then calls the transport's ``shutdown``, which reports ``LibraryShutdown`` per session
+   back through the manager), so aiocoap logged "Internal shutdown sequence mismatch" once per session;
+   :meth:`BootstrapCoapServer.close` drops them first (:meth:`close_sessions`), while the manager still runs.
 
 The PSK lookup is :meth:`~as_server.bootstrap.server.BootstrapService.find_psk`, through a
 :class:`~aiocoap.credentials.CredentialsMap` whose ``find_dtls_psk`` is overridden: the claim it returns is the
@@ -130,9 +134,12 @@ def _dtls_server_class() -> type:
     class _Pool(ts._DatagramServerSocketSimpleDTLS):  # type: ignore[misc]
         _Address = _Session
         max_sockets = MAX_DTLS_SESSIONS
+        closing = False
 
         def datagram_received(self, data: bytes, sockaddr: Any) -> None:
             if sockaddr not in self._connections:
+                if self.closing:  # shutting down: no new session (it would outlive close_sessions)
+                    return
                 self._maybe_purge_sockets()
             super().datagram_received(data, sockaddr)
 
@@ -154,6 +161,13 @@ def _dtls_server_class() -> type:
 
         async def recognize_remote(self, remote: Any) -> bool:
             return isinstance(remote, ts._AddressDTLS) and remote._protocol is self._pool
+
+        def close_sessions(self) -> None:
+            """Drop every session (its pending exchanges fail with ``LibraryShutdown``) and take no new ones; call
+            it before the context's shutdown (adjustment 5 of the module documentation)."""
+            self._pool.closing = True
+            for session in list(self._pool._connections.values()):
+                session._inject_error(aiocoap.error.LibraryShutdown("the bootstrap server is shutting down"))
 
     return _DtlsServer
 
@@ -327,6 +341,7 @@ class BootstrapCoapServer:
         self.plain_context: aiocoap.Context | None = None
         self.dtls_port: int | None = None
         self.plain_port: int | None = None
+        self._dtls_interface: Any = None  # the _DtlsServer message interface, for close()
         self._housekeeping: asyncio.Task[None] | None = None
 
     @classmethod
@@ -382,11 +397,14 @@ class BootstrapCoapServer:
         context = aiocoap.Context(serversite=_site(self, plain=False), loggername="ostiary.bootstrap.aiocoap")
         context.server_credentials = _PskLookup(self.service.find_psk)
         loop = asyncio.get_running_loop()
-        await context._append_tokenmanaged_messagemanaged_transport(
-            lambda mman: server_class.create_server(
+
+        async def create(mman: Any) -> Any:
+            self._dtls_interface = await server_class.create_server(
                 (host, port), mman, log=context.log, loop=loop, server_credentials=context.server_credentials
             )
-        )
+            return self._dtls_interface
+
+        await context._append_tokenmanaged_messagemanaged_transport(create)
         self.dtls_port = _bound_port(context, port)
         return context
 
@@ -441,6 +459,9 @@ class BootstrapCoapServer:
             task.cancel()
         if self.sessions:
             await asyncio.gather(*self.sessions, return_exceptions=True)
+        if self._dtls_interface is not None:
+            self._dtls_interface.close_sessions()  # before the message manager goes (module documentation, 5.)
+            self._dtls_interface = None
         for context in (self.dtls_context, self.plain_context):
             if context is not None:
                 await context.shutdown()

@@ -14,7 +14,10 @@ loop that keeps both going while the lock serves tokens.
 * :class:`DeviceLink` -- registers, updates before the lifetime ends, bootstraps again every ``pull_interval`` to
   pick up a rotated key (with the lock's bootstrap method: a pull, or the classic flow), re-registers with the new
   identity when it changes, and re-bootstraps (with backoff, bounded) when registration fails (a retired identity
-  fails its DTLS handshake). :meth:`DeviceLink.close` de-registers.
+  fails its DTLS handshake). A new Register replaces the lock's registration at the AS (one per audience), so the
+  old one is not de-registered first: after a revocation its identity is gone, and after a restart of the AS its
+  DTLS session is unknown there, so that De-register would only retransmit until it timed out. :meth:`DeviceLink.close`
+  de-registers, bounded by :data:`DEREGISTER_TIMEOUT`.
 
 Each account gets its own client context (Anjay: one socket per server): the bootstrap identity and the
 operational identity talk to the same ``host:port``, and a context's credentials are chosen by URI.
@@ -69,6 +72,9 @@ log = logging.getLogger("ostiary.lock.lwm2m")
 
 #: Default bound on one request (seconds): a CoAP exchange with the default transmission parameters.
 REQUEST_TIMEOUT: Final = 93.0
+#: Bound on a De-register (seconds): best effort, and the registration ends with its lifetime anyway; a De-register
+#: over a DTLS session the AS no longer has (it restarted) gets no answer, so a stop must not wait a whole exchange.
+DEREGISTER_TIMEOUT: Final = 5.0
 _T = TypeVar("_T")
 
 
@@ -375,10 +381,11 @@ class Registration:
     def __repr__(self) -> str:
         return f"Registration({self.slot.identity.decode(errors='replace')!r} at {self.server_uri!r})"
 
-    async def _request(self, what: str, message: Message) -> Message:
+    async def _request(self, what: str, message: Message, timeout: float | None = None) -> Message:
         if self._ctx is None:
             self._ctx = await client_context(self.server_uri, self.slot.identity, self.slot.key)
-        response = await _bounded(what, self._ctx.request(message).response, self.timeout, RegistrationFailed)
+        bound = self.timeout if timeout is None else timeout
+        response = await _bounded(what, self._ctx.request(message).response, bound, RegistrationFailed)
         self._session = response.remote
         return response
 
@@ -414,11 +421,15 @@ class Registration:
         if _code(response) != Status.CHANGED:
             raise RegistrationFailed(f"Update: answered {response.code}")
 
-    async def deregister(self) -> None:
-        """De-register (best effort: failures are logged) and close the DTLS session."""
+    async def deregister(self, timeout: float = DEREGISTER_TIMEOUT) -> None:
+        """De-register (best effort: failures are logged) and close the DTLS session.
+
+        :param timeout: bound on the De-register (at most :attr:`timeout`).
+        """
         try:
             if self.location is not None:
-                response = await self._request("De-register", Message(code=Code.DELETE, uri=self._uri(self.location)))
+                message = Message(code=Code.DELETE, uri=self._uri(self.location))
+                response = await self._request("De-register", message, min(timeout, self.timeout))
                 if _code(response) != Status.DELETED:
                     log.warning("De-register: answered %s", response.code)
                 self.location = None
@@ -490,10 +501,21 @@ class DeviceLink:
         return await (self.client.classic() if self.method == "classic" else self.client.pull())
 
     async def _register(self) -> None:
+        """Register with the newest identity. An existing registration is replaced, not de-registered first: the
+        AS keeps one registration per audience and a Register replaces it (the LwM2M Registration Interface), and
+        the old identity may be revoked or its DTLS session unknown to a restarted AS (module docstring)."""
         creds = await self.ensure_credentials()
-        if self.registration is not None:
-            await self.registration.deregister()
-            self.registration = None
+        old, self.registration = self.registration, None
+        try:
+            await self._register_anew(creds)
+        finally:
+            if old is not None:
+                if old.server_uri == creds.server_uri:
+                    await old.close()  # replaced at the AS (or failed: then it ends with its lifetime)
+                else:
+                    await old.deregister()  # another server: nothing replaces it there
+
+    async def _register_anew(self, creds: Credentials) -> None:
         registration = Registration(
             self.client.bundle.endpoint,
             creds.server_uri,

@@ -224,7 +224,7 @@ def test_due_for_rotation(storage: Storage, creds: OperationalCredentials) -> No
     assert creds.due_for_rotation(now=T0 + ROTATION + DAY) == ["b", "c"]
 
 
-def test_revocation_erases_keys_disables_the_lock_and_revokes_its_tokens(
+def test_revocation_erases_keys_disables_the_lock_revokes_its_tokens_and_drops_its_registration(
     storage: Storage, creds: OperationalCredentials
 ) -> None:
     first = creds.key_for_delivery(LOCK, now=T0)
@@ -235,7 +235,12 @@ def test_revocation_erases_keys_disables_the_lock_and_revokes_its_tokens(
     other = make_token(audience="other", iat=T0)
     for token in (live, expired, other):
         storage.record(token)
+    storage.put_registration(registration())
+    storage.put_registration(registration("22222222", audience="other"))
     assert creds.revoke(LOCK, now=T0 + 10, actor="cli:test") == 1
+    # the registration made with the erased identity is dropped (the lock registers again after its bootstrap)
+    assert storage.registration_of(LOCK) is None and storage.get_registration("0a1b2c3d") is None
+    assert storage.registration_of("other") is not None
     rs = storage.get_resource_server(LOCK)
     assert rs is not None and not rs.enabled and rs.shared_key is None
     assert all(k.key is None and k.retire_at == T0 + 10 for k in creds.keys(LOCK))

@@ -1339,8 +1339,8 @@ class SqlStorage(OAuthSqlStore):
         return len(erased)
 
     def revoke_operational_keys(self, audience: str, *, actor: str, now: int) -> int:
-        """Retire and erase every generation, disable the RS (its shared key erased) and revoke its tokens, in one
-        transaction. :raises NotFoundError: no such resource server."""
+        """Retire and erase every generation, disable the RS (its shared key erased), revoke its tokens and drop its
+        registration, in one transaction. :raises NotFoundError: no such resource server."""
         with self._audited() as conn:
             result = conn.execute(
                 sa.update(resource_servers)
@@ -1356,6 +1356,7 @@ class SqlStorage(OAuthSqlStore):
                 sa.update(rs_keys).where(rs_keys.c.audience == audience).values(key_sealed=None, retire_at=retire)
             ).rowcount
             revoked = self._revoke_tokens(conn, issued_tokens.c.audience == audience, now)
+            conn.execute(sa.delete(lwm2m_registrations).where(lwm2m_registrations.c.audience == audience))
             self._bump(conn)
             self._log(
                 conn,

@@ -588,3 +588,27 @@ def test_a_second_bootstrap_server_on_the_dtls_port_refuses_to_start(bs: Bs) -> 
     port = bs.transport.dtls_port
     with pytest.raises(PortInUseError, match=rf"UDP port {port} on 127.0.0.1 .*bootstrap_dtls_port"):
         bs.loops.run(BootstrapCoapServer.start(bs.service, host="127.0.0.1", dtls_port=port))
+
+
+def test_a_stop_with_open_dtls_sessions_logs_no_warning(bs: Bs, caplog: Any) -> None:
+    """aiocoap's own shutdown order (message manager first, then the DTLS sessions) logged "Internal shutdown
+    sequence mismatch" once per open session; :meth:`BootstrapCoapServer.close` drops the sessions first."""
+
+    async def flow() -> tuple[Code, int]:
+        server = await BootstrapCoapServer.start(bs.service, host="127.0.0.1", dtls_port=0, exchange_timeout=2.0)
+        uri = f"coaps://127.0.0.1:{server.dtls_port}"
+        ctx = await aiocoap.Context.create_client_context(transports=["tinydtls"])
+        _dtls_client_credentials(ctx, uri, CLAIMED.psk_identity, CLAIMED.psk)
+        try:
+            response = await asyncio.wait_for(ctx.request(_pack_request(uri, CLAIMED.endpoint)).response, 8)
+            sessions = len(server._dtls_interface._pool._connections)
+            await server.close()  # the device's session is still open
+        finally:
+            await ctx.shutdown()
+        return response.code, sessions
+
+    with caplog.at_level(logging.INFO):
+        code, sessions = bs.loops.run(flow())
+    assert code == Code.CONTENT and sessions == 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [], [r.getMessage() for r in warnings]
