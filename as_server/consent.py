@@ -574,7 +574,7 @@ class ConsentService:
         if request.subject is not None and request.subject == approver.name:
             raise ApiForbidden("a requestor cannot approve their own request")
         if request.status != AccessRequestStatus.PENDING:
-            raise ApiConflict(f"the access request is {request.status}")
+            raise ApiConflict(f"the access request is already {request.status}; a request is decided once")
         requested = grant_scope(request.scope)
         scope = approval.scope if approval.scope is not None else requested
         windows = approval.windows
@@ -687,7 +687,7 @@ class ConsentService:
             raise ApiBadRequest(f"note must be text of at most {MAX_NOTE} characters")
         request, _ = self.get_request(approver, request_id, now=now)
         if request.status != AccessRequestStatus.PENDING:
-            raise ApiConflict(f"the access request is {request.status}")
+            raise ApiConflict(f"the access request is already {request.status}; a request is decided once")
         try:
             self._storage.deny_access_request(request.id, actor=approver.actor, now=now, note=note)
         except NotFoundError:

@@ -247,7 +247,8 @@ def _run(client: AceClient, work: Callable[[AceClient], Awaitable[int]]) -> int:
         return asyncio.run(go())
     except OAuthError as exc:
         detail = f": {exc.description}" if exc.description else ""
-        raise _fail(f"the AS refused: {exc.code.name.lower()}{detail}") from None
+        where = f" ({exc.uri})" if exc.uri else ""  # e.g. consent pending: where to poll or observe the request
+        raise _fail(f"the AS refused: {exc.code.name.lower()}{detail}{where}") from None
     except AceError as exc:
         raise _fail(str(exc)) from None
     except ValueError as exc:

@@ -194,7 +194,7 @@ def test_who_may_approve(world: ConsentWorld) -> None:
     with pytest.raises(ApiUnauthorized):
         world.approver("frank")
     consent.deny(world.approver("grace"), request_id, note="not today", now=world.now)
-    with pytest.raises(ApiConflict):
+    with pytest.raises(ApiConflict, match="^the access request is already denied; a request is decided once$"):
         consent.approve(world.approver("root"), request_id, Approval(), now=world.now)
     assert world.storage.get_access_request(request_id, now=world.now).note == "not today"  # type: ignore[union-attr]
     assert world.server.consent_api.poll(request_id)["status"] == "denied"

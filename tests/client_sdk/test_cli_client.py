@@ -143,3 +143,22 @@ def test_lock_that_stays_silent_times_out(world: World, capsys: pytest.CaptureFi
         argv = ["client", "get", uri, "--client-id", DOOR_APP, "--as", world.coap_as, "--timeout", "0.3"]
         assert main(argv) == 1
     assert "within 0.3 s" in capsys.readouterr().err
+
+
+def test_a_refusal_with_an_error_uri_shows_it(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Consent pending (RFC 6749 §5.2 ``error_uri``): the user needs the access request's URI to poll or hand on."""
+    from ace_core.errors import InvalidScope
+    from client_sdk.client import AceClient
+
+    uri = "coap://127.0.0.1:5683/access-requests/He7PjoBL1oaXuBkSZjH2Rg"
+
+    async def pending(self: AceClient, *args: object, **kwargs: object) -> object:
+        raise InvalidScope("consent pending: follow error_uri for the decision", uri=uri)
+
+    monkeypatch.setattr(AceClient, "request_token", pending)
+    assert main(_token(world, "--scope", "/lock:GET")) == 1
+    assert f"the AS refused: invalid_scope: consent pending: follow error_uri for the decision ({uri})" in (
+        capsys.readouterr().err
+    )
