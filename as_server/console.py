@@ -88,6 +88,7 @@ from as_server.models import (
     TokenStatus,
     User,
     UserRole,
+    glob_audiences,
 )
 from as_server.oauth.signin import CsrfTokens, Sealer, SignIn
 from as_server.sealing import SealingError, generate_secret, hash_secret
@@ -587,6 +588,8 @@ class ConsoleService:
         audiences = frozenset((form.get("audiences") or "").split())
         if any(len(a) > MAX_FIELD for a in audiences) or len(audiences) > 100:
             raise ApiBadRequest("audiences are at most 100 names of at most 256 characters")
+        if globs := glob_audiences(audiences):
+            raise ApiBadRequest(f"a client's audiences are exact lock names, not patterns: {', '.join(globs)}")
         secret = generate_secret()
         client = Client(
             client_id=client_id,

@@ -8,8 +8,10 @@ these objects is in the clear; backends encrypt it at rest (:mod:`as_server.seal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 from ace_core.keys import CoseKey
 from ace_core.registry import AceProfile, CoseAlgorithm, GrantType
@@ -81,6 +83,16 @@ class TokenStatus(StrEnum):
 
     ACTIVE = "active"
     REVOKED = "revoked"
+
+
+#: Characters of a glob: a client's audiences are exact names (the token endpoint compares them as such), unlike the
+#: audience patterns of policy rules and manager sites.
+GLOB_CHARACTERS: Final = frozenset("*?[]")
+
+
+def glob_audiences(audiences: Iterable[str]) -> list[str]:
+    """The ``audiences`` that look like globs, which a client registration refuses (see :data:`GLOB_CHARACTERS`)."""
+    return sorted(a for a in audiences if GLOB_CHARACTERS & set(a))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -784,7 +784,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_client_add(args: argparse.Namespace) -> int:
     from as_server.audit import simple_entry
-    from as_server.models import Client, PopKeyType
+    from as_server.models import Client, PopKeyType, glob_audiences
     from as_server.sealing import generate_secret, hash_secret
     from as_server.storage.base import DuplicateError
     from ostiary.admin_cli import actor
@@ -794,6 +794,12 @@ def _cmd_client_add(args: argparse.Namespace) -> int:
         default_scope = _scope_value(args.default_scope, aif=args.default_scope.startswith("/"))
     public_key = _read_public_key(args.public_key) if args.public_key else None
     audiences = frozenset(args.audience) | ({args.default_audience} if args.default_audience else set())
+    if globs := glob_audiences(audiences):
+        raise CommandError(
+            f"a client's audiences are exact lock names, not patterns ({', '.join(globs)}): repeat --audience for"
+            " each lock; policy rules may use globs",
+            status=2,
+        )
     redirect_uris, grant_types = _app_registration(args)
     secret = generate_secret()
     client = Client(

@@ -373,3 +373,12 @@ def test_the_readme_policy_steps_give_a_policy_the_server_loads(home: Path, caps
             f.write(block)
     engine = PolicyEngine.from_file(policy)  # what `ostiary as serve` does at start
     assert {client for rule in engine.rules for client in rule.clients} >= {"phone-app", "door-app", "lock-app"}
+
+
+def test_client_audiences_are_exact_names_not_globs(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The token endpoint compares a client's audiences as names: 'L1-*' would be accepted and never match."""
+    run(home, capsys, "init")
+    code, out, err = run(home, capsys, "client", "add", "glob-app", "--audience", "L1-*", "--audience", "front-door")
+    assert code == 2 and out == ""
+    assert "a client's audiences are exact lock names, not patterns (L1-*)" in err
+    assert run(home, capsys, "client", "list")[1].count("glob-app") == 0  # nothing registered

@@ -173,6 +173,7 @@ __all__ = [
     "GrantHandler",
     "IssueRequest",
     "Issued",
+    "UNKNOWN_AUDIENCE",
     "QueuedRecord",
     "Rebind",
     "TokenEndpoint",
@@ -200,6 +201,9 @@ CTI_COUNTER_LENGTH: Final = 2
 CTI_RANDOM_LENGTH: Final = 2
 CTI_LENGTH: Final = CTI_TIME_LENGTH + CTI_COUNTER_LENGTH + CTI_RANDOM_LENGTH
 MAX_ID_ATTEMPTS: Final = 8
+#: The one answer for an audience that does not exist, is disabled, or is not among the client's audiences (no
+#: probing of what exists); it says where to look, since a client that knows the lock exists will wonder.
+UNKNOWN_AUDIENCE: Final = "unknown audience, or not one of this client's audiences"
 #: Length of the kid derived from an RFC 9679 thumbprint when a client's key has none (as ace_core.keys does).
 THUMBPRINT_KID_LENGTH: Final = 8
 #: Longest sequence number in an ``exi`` token's ``cti`` (bytes): what resource_server.token_store parses (its
@@ -625,7 +629,7 @@ class TokenEndpoint:
         rs = self._storage.get_resource_server(audience) if audience in client.audiences else None
         if rs is None or not rs.enabled:
             # One answer for unknown, disabled and not-allowed audiences: no probing of what exists.
-            raise InvalidRequest("unknown audience", detail=f"audience {audience!r} unknown, disabled or not allowed")
+            raise InvalidRequest(UNKNOWN_AUDIENCE, detail=f"audience {audience!r} unknown, disabled or not allowed")
         return rs
 
     def _requested_scope(self, requested: str | bytes | None, client: Client, rs: ResourceServer) -> Scope:

@@ -58,7 +58,7 @@ from ace_core.scope import AifScope, TextScope, decode_scope
 from as_server.audit import AuditLog, describe_scope
 from as_server.auth import ClientCredentials, FailureRateLimiter
 from as_server.config import Settings
-from as_server.endpoints.token import IssueRequest, TokenEndpoint
+from as_server.endpoints.token import UNKNOWN_AUDIENCE, IssueRequest, TokenEndpoint
 from as_server.identity import IdentityProvider
 from as_server.models import AuditEntry, AuthorizationCode, Client, ScopeFormat, User
 from as_server.oauth.authorization_code import OstiaryAuthorizationCodeGrant, S256CodeChallenge
@@ -250,7 +250,7 @@ class OAuthFlows:
         name = audience or client.default_audience
         rs = self._storage.get_resource_server(name) if name and name in client.audiences else None
         if rs is None or not rs.enabled:
-            raise InvalidRequest("unknown audience")
+            raise InvalidRequest(UNKNOWN_AUDIENCE)
         aif = rs.scope_format == ScopeFormat.AIF
         raw: str | None = scope
         if raw is None and client.default_scope is not None:

@@ -42,7 +42,7 @@ from ace_core.registry import (
 from ace_core.scope import AifScope, TextScope
 from ace_core.status import Status
 from as_server.auth import METHOD_BASIC, ClientCredentials
-from as_server.endpoints.token import CTI_LENGTH, clocked_cti
+from as_server.endpoints.token import CTI_LENGTH, UNKNOWN_AUDIENCE, clocked_cti
 from as_server.errors import TooManyRequests
 from as_server.models import PopKeyType, TokenForm, TokenStatus
 from as_server.tokens import token_hash
@@ -707,7 +707,7 @@ def test_audience_errors_are_invalid_request(world: World, client_id: str, secre
         scope=aif("/lock:GET"),
     )
     if audience:
-        assert error.description == "unknown audience"  # one answer: no probing of what exists
+        assert error.description == UNKNOWN_AUDIENCE  # one answer: no probing of what exists
 
 
 @pytest.mark.parametrize(

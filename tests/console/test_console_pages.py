@@ -228,6 +228,11 @@ def test_admin_registers_clients_and_locks_with_secrets_shown_once() -> None:
         assert new is not None and new.group(1) != secret.group(1)
         duplicate = post_form(client, "/console/clients", "/console/clients", {"client_id": "door-app"})
         assert duplicate.status_code == 409  # type: ignore[attr-defined]
+        glob = post_form(
+            client, "/console/clients", "/console/clients", {"client_id": "glob-app", "audiences": "lock-aif L1-*"}
+        )
+        assert glob.status_code == 400 and b"exact lock names, not patterns: L1-*" in glob.data  # type: ignore[attr-defined]
+        assert world.storage.get_client("glob-app") is None
         disabled = post_form(client, "/console/clients", "/console/clients/door-app/disable")
         assert disabled.status_code == 303  # type: ignore[attr-defined]
         assert world.storage.get_client("door-app").enabled is False
