@@ -16,6 +16,14 @@ three key slots (:class:`KeySlot`: identity ``"{audience}#{generation}"``, the 1
 slot (re-bootstrapping is idempotent); a different key becomes ``next``, replacing an older ``next``; the very first
 delivery becomes ``current``. The AS URI, public key, SSID and lifetime follow the newest delivery.
 
+**Retirement** (:meth:`Credentials.retire_all_but_newest`, :meth:`CredentialKeeper.drop_refused`): when the AS
+refuses the identity the lock used (``ostiary as rs revoke`` erases every generation at once) and a bootstrap then
+delivers a new key, that is not a rotation: the AS has already erased every key the lock held. The delivered key
+becomes ``current`` at once, with no ``next`` and no ``previous`` overlap, so a token made with a leaked old key is
+refused from then on. Deciding *that* the identity was refused is the registration client's job
+(:class:`~resource_server.transport.lwm2m_client.DeviceLink`); the keeper only applies it and tells its retirement
+listeners, which drop the tokens the lock holds.
+
 **The file** (:class:`CredentialStore`): a CBOR map with the integer labels of :class:`CredentialLabel` and a
 format version. It is written to a temporary file in the same directory (mode 0600), fsynced, renamed over the old
 one and the directory fsynced: a crash leaves either the old file or the new one, never a mix. A file that does not
@@ -58,6 +66,7 @@ __all__ = [
     "DeliveredAccount",
     "KeySlot",
     "CredentialKeeper",
+    "RetirementListener",
     "SlotKeys",
     "parse_identity",
 ]
@@ -297,6 +306,15 @@ class Credentials:
             updated_at=now,
         )
 
+    def retire_all_but_newest(self, *, now: float) -> Credentials:
+        """Keep only the newest slot, as ``current`` (no ``next``, no ``previous`` overlap): every other key was
+        retired by the AS (module docstring, "Retirement"). Unchanged when the newest slot is the only one."""
+        if self.next is None and self.previous is None:
+            return self
+        return dataclasses.replace(
+            self, current=self.newest, next=None, previous=None, previous_until=None, updated_at=now
+        )
+
     def expire_previous(self, *, now: float) -> Credentials:
         """Drop ``previous`` once ``previous_until`` has passed (unchanged otherwise)."""
         if self.previous_until is None or now < self.previous_until:
@@ -524,14 +542,18 @@ class SlotKeys:
 
 
 Listener = Callable[["Credentials", "Credentials | None"], None]
+#: Called with the slots the AS retired (:meth:`CredentialKeeper.drop_refused`), after the change is stored and used.
+RetirementListener = Callable[[tuple[KeySlot, ...]], None]
 
 
 class CredentialKeeper:
     """The lock's credentials while it runs: the stored :class:`Credentials`, the :class:`SlotKeys` its resource
-    server verifies tokens with, and the two events that change them -- a delivery (:meth:`deliver`) and a token
-    under the ``next`` key (:meth:`on_verified_key`, the hook of
-    :class:`~resource_server.authz_info.AuthzInfo`). Every change is stored before it is used, and listeners
-    (``listener(new, old)``) hear of it (the registration client re-registers with the new identity).
+    server verifies tokens with, and the events that change them -- a delivery (:meth:`deliver`), a token under
+    the ``next`` key (:meth:`on_verified_key`, the hook of :class:`~resource_server.authz_info.AuthzInfo`) and an
+    identity the AS refused after a newer key was delivered (:meth:`drop_refused`). Every change is stored before it
+    is used, and listeners (``listener(new, old)``) hear of it (the registration client re-registers with the new
+    identity); retirement listeners (``listener(dropped_slots)``) hear of a :meth:`drop_refused` (the lock drops
+    the tokens it holds).
 
     :param store: the credentials file.
     :param overlap: seconds the replaced key stays valid after a promotion (:meth:`Credentials.promote`).
@@ -548,6 +570,7 @@ class CredentialKeeper:
         self.credentials: Credentials | None = store.load()
         self.keys = SlotKeys()
         self.listeners: list[Listener] = []
+        self.retirement_listeners: list[RetirementListener] = []
         if self.credentials is not None:
             self.keys.update(self.credentials, now=clock())
 
@@ -584,6 +607,42 @@ class CredentialKeeper:
             _utc(now + self.overlap),
         )
         self._use(new, creds, now)
+
+    def drop_refused(self, refused: KeySlot) -> bool:
+        """The AS refused ``refused`` -- the newest slot the lock had -- and a bootstrap has since delivered a newer
+        key: the AS retired ``refused`` and every older key (a rotation retires the older generations first, a
+        revocation all of them), so keep only the delivered key, as ``current`` with no overlap (module docstring,
+        "Retirement"). Stored, used, then the retirement listeners hear of the dropped slots.
+
+        Nothing changes (returns ``False``) when there are no credentials or the newest slot is still ``refused``:
+        no newer key was delivered, so nothing shows the AS retired it (an unreachable AS answers no bootstrap).
+        A file that cannot be written is logged; the keys are dropped in memory all the same (a restart would
+        refuse the old identity again and come back here).
+
+        :returns: whether slots were dropped.
+        """
+        creds = self.credentials
+        if creds is None or creds.newest.key == refused.key:
+            return False
+        now = self.clock()
+        dropped = tuple(slot for slot in creds.slots() if slot.key != creds.newest.key)
+        new = creds.retire_all_but_newest(now=now)
+        try:
+            self.store.save(new)
+        except OSError as exc:
+            log.error("cannot store the credentials without the retired keys in %s: %s", self.store.path, exc.strerror)
+        log.warning(
+            "the AS refused %s and delivered %s: the AS retired the old keys (revoked); using %s alone from now on,"
+            " no overlap for %s",
+            refused.identity.decode(errors="replace"),
+            new.current.identity.decode(errors="replace"),
+            new.current.identity.decode(errors="replace"),
+            ", ".join(slot.identity.decode(errors="replace") for slot in dropped),
+        )
+        self._use(new, creds, now)
+        for listener in list(self.retirement_listeners):
+            listener(dropped)
+        return True
 
     def refresh(self) -> None:
         """Drop an expired ``previous`` slot (stored) and stop verifying with it."""

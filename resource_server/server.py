@@ -93,6 +93,18 @@ class ResourceServer:
             self.store.save()
         return removals
 
+    def drop_all_tokens(self) -> list[Removal]:
+        """Remove every token held (reason ``dropped``; their security contexts go with them) and persist that.
+
+        For a lock whose keys the AS retired at once (``ostiary as rs revoke``): the AS revoked every token it had
+        issued for the lock, whichever key protects it (the shared key or the AS's signing key), so none of them
+        may be used any longer.
+        """
+        removals = [r for r in (self.store.remove(t.pop_id) for t in list(self.store)) if r is not None]
+        if removals:
+            self.store.save()
+        return removals
+
     def restore(self) -> RestoreReport:
         """Load persisted tokens after a restart (no-op without a state file)."""
         return self.authz_info.restore(now=self.now(), monotonic=self.monotonic())

@@ -10,7 +10,9 @@ credentials.
   lock's credentials file byte for byte as it was;
 * revocation: the operational identity refused at DTLS, the tokens revoked at the AS; a decommissioned device
   cannot bootstrap; a DTLS session opened before the revocation is refused too;
-* a registration keeps its DTLS session between Register and Update.
+* a registration keeps its DTLS session between Register and Update;
+* after a revocation the running (or restarted) lock takes the new key alone, at once: the old key verifies
+  nothing from then on and the tokens the lock held are gone.
 
 Every lock here runs in the test's own event loop (``asyncio.run``; :func:`run_bootstrapped` installs signal
 handlers, which only the main thread may); the AS (token endpoint and bootstrap server) runs on a loop thread.
@@ -58,6 +60,7 @@ from resource_server import bootstrap_client
 from resource_server.bootstrap_client import BootstrapError
 from resource_server.credentials import CredentialKeeper, Credentials, CredentialStore, KeySlot
 from resource_server.examples.door_lock import run_bootstrapped
+from resource_server.token_store import TokenStore
 from resource_server.transport.lwm2m_client import BootstrapClient, Registration, RegistrationFailed
 from tests.as_server.transport.harness import ISSUER, LoopThread, Running, free_port, init_home, start
 
@@ -107,7 +110,20 @@ CUT_SHORT = _device(5)
 REVOKED = _device(6)
 STALE_SESSION = _device(7)
 REREGISTERED = _device(8)
-DEVICES = (PULLED, CLASSIC, ROTATED, INTERRUPTED, CUT_SHORT, REVOKED, STALE_SESSION, REREGISTERED)
+REVOKED_RUNNING = _device(9)
+REVOKED_STOPPED = _device(10)
+DEVICES = (
+    PULLED,
+    CLASSIC,
+    ROTATED,
+    INTERRUPTED,
+    CUT_SHORT,
+    REVOKED,
+    STALE_SESSION,
+    REREGISTERED,
+    REVOKED_RUNNING,
+    REVOKED_STOPPED,
+)
 
 
 @dataclass
@@ -428,7 +444,8 @@ def test_rotation_with_tokens_before_and_after_the_switch(
             assert promoted.previous == old and promoted.previous_until is not None
             assert CredentialStore(tmp_path / "credentials.cbor").load() == promoted
 
-            # T1 still verifies during the overlap (the `previous` slot), and the AS still takes the old identity
+            # T1 still verifies during the overlap (the `previous` slot): a rotation, not a revocation -- the lock
+            # asked the AS with the old identity after the pull and it was taken -- and the AS still takes it
             # (these one-off registrations replace the lock's own; it registers again at its next Update)
             assert (await _upload(lock.uri, t1.access_token)).code == Code.CREATED
             assert (await _register(dep, ROTATED, old, timeout=REQUEST_TIMEOUT))[0] == "rd"
@@ -758,5 +775,84 @@ def test_after_a_revocation_the_lock_registers_its_new_identity_at_once(
             assert registration.endpoint == REREGISTERED.endpoint
             assert _token_key(dep, serial) == creds.newest.key
         assert storage.registration_of(serial) is None  # stopping de-registers the new identity
+
+    _run(flow)
+
+
+# -- 5. after a revocation the lock drops the old key at once, not after an overlap -------------------------------
+
+
+def _held_tokens(state_dir: Path) -> int:
+    """How many tokens the lock's state file holds."""
+    state = TokenStore(max_tokens=1, path=state_dir / "lock.state").load()
+    return 0 if state is None else len(state.tokens)
+
+
+def test_a_running_lock_drops_the_revoked_key_at_its_next_pull(
+    deployment: Deployment, tmp_path: Path, fresh_psk_lookups: None
+) -> None:
+    """``ostiary as rs revoke`` while the lock runs: its next pull brings generation 2, and because the AS refuses
+    generation 1 (it erased it), the lock takes generation 2 as ``current`` with no ``previous`` overlap. A token
+    made with the old key -- what whoever leaked it could still make -- is refused at once, the tokens the lock held
+    are gone, and a token under the new key works."""
+    dep = deployment
+    serial = REVOKED_RUNNING.serial
+    scope = AifScope.parse_spec("/lock:GET,PUT")
+
+    async def flow() -> None:
+        async with _serve_lock(dep, REVOKED_RUNNING, tmp_path, pull_interval=PULL_INTERVAL) as lock:
+            old = lock.credentials.current
+            async with _app(dep) as app:
+                held = await app.request_token(serial, scope)
+                assert (await _upload(lock.uri, held.access_token)).code == Code.CREATED
+                made_with_old_key = await app.request_token(serial, scope)  # not uploaded yet
+            assert _held_tokens(tmp_path) == 1
+
+            assert dep.service.credentials.revoke(serial, now=int(time.time())) == 2
+            await _until("the new key", lambda: lock.credentials.current.key != old.key, timeout=4 * PULL_INTERVAL + 5)
+            creds = lock.credentials
+            assert creds.current.generation > old.generation and creds.current.key == _token_key(dep, serial)
+            assert (creds.next, creds.previous, creds.previous_until) == (None, None, None)  # no overlap
+            assert CredentialStore(tmp_path / "credentials.cbor").load() == creds
+            assert _held_tokens(tmp_path) == 0  # every token of a revoked lock was revoked at the AS
+
+            with pytest.raises(AceError):
+                cwt.verify_token(
+                    made_with_old_key.access_token, lock.keeper.keys, now=time.time(), audience=serial, issuer=ISSUER
+                )
+            assert (await _upload(lock.uri, made_with_old_key.access_token)).code == Code.UNAUTHORIZED
+            assert (await _upload(lock.uri, held.access_token)).code == Code.UNAUTHORIZED
+
+            async with _app(dep) as app:  # a new token, under the new key
+                response = await app.request("PUT", lock.uri + "/lock", b"unlock", audience=serial, scope=scope)
+                assert response.status == 204 and response.protected
+            assert lock.credentials == creds  # nothing to promote: the new key is current already
+
+    _run(flow)
+
+
+def test_a_lock_restarted_after_a_revocation_drops_the_revoked_key_at_once(
+    deployment: Deployment, tmp_path: Path, fresh_psk_lookups: None
+) -> None:
+    """Revoked while the lock was down: at its restart it restores its tokens and registers with generation 1,
+    which the AS refuses; the re-bootstrap brings generation 2, which replaces every old key at once, and the
+    restored tokens are dropped."""
+    dep = deployment
+    serial = REVOKED_STOPPED.serial
+    scope = AifScope.parse_spec("/lock:GET")
+
+    async def flow() -> None:
+        async with _serve_lock(dep, REVOKED_STOPPED, tmp_path) as lock, _app(dep) as app:
+            old = lock.credentials.current
+            held = await app.request_token(serial, scope)
+            assert (await _upload(lock.uri, held.access_token)).code == Code.CREATED
+        assert _held_tokens(tmp_path) == 1
+
+        dep.service.credentials.revoke(serial, now=int(time.time()))
+        async with _serve_lock(dep, REVOKED_STOPPED, tmp_path) as lock:
+            creds = lock.credentials
+            assert creds.current.generation > old.generation and creds.slots() == (creds.current,)
+            assert _held_tokens(tmp_path) == 0
+            assert (await _upload(lock.uri, held.access_token)).code == Code.UNAUTHORIZED
 
     _run(flow)

@@ -190,13 +190,15 @@ async def run_bootstrapped(
     to the classic flow on 4.04; ``"classic"``: the classic flow). Tokens are verified with the credentials' key
     slots (a token under the ``next`` key promotes it); the lock registers at the AS, keeps the registration
     updated, bootstraps again every ``pull_interval`` seconds with ``method`` (:class:`DeviceLink`) and
-    de-registers when it stops.
+    de-registers when it stops. When the AS refused the lock's identity and a bootstrap brought a new key (a
+    revocation, noticed at the next pull, registration update or restart), the old keys are dropped at once and so
+    is every token the lock holds (the AS revoked them all).
 
     :raises BootstrapError: the first bootstrap failed (nothing was stored).
     :raises OSError: ``host:port`` is taken (checked before bootstrapping, so a lock that cannot serve does not
         take delivery of a key the AS then counts as delivered).
     """
-    from resource_server.credentials import DEFAULT_OVERLAP
+    from resource_server.credentials import DEFAULT_OVERLAP, KeySlot
     from resource_server.transport.lwm2m_client import DeviceLink
 
     stop = stop if stop is not None else asyncio.Event()
@@ -215,6 +217,14 @@ async def run_bootstrapped(
             audiences=(creds.audience,), issuer=issuer, as_uri=as_uri, keys=keeper.keys, state_file=state_file
         )
         rs = ResourceServer(rs_config, on_verified_key=keeper.on_verified_key)
+
+        def drop_tokens(retired: tuple[KeySlot, ...]) -> None:
+            # The AS revoked every token of this lock with its keys; the store does not record which key verified
+            # a token, and it need not: all of them were revoked, whichever key protects them.
+            removals = rs.drop_all_tokens()
+            log.warning("dropped the %d token(s) held: the AS revoked every token of this lock", len(removals))
+
+        keeper.retirement_listeners.append(drop_tokens)
         server, _door = await start(LockConfig(rs=rs_config, host=host, port=port), rs=rs)
         link = DeviceLink(client, pull_interval=pull_interval, method=method)
         try:

@@ -18,6 +18,16 @@ loop that keeps both going while the lock serves tokens.
   old one is not de-registered first: after a revocation its identity is gone, and after a restart of the AS its
   DTLS session is unknown there, so that De-register would only retransmit until it timed out. :meth:`DeviceLink.close`
   de-registers, bounded by :data:`DEREGISTER_TIMEOUT`.
+* Revocation versus rotation (:meth:`DeviceLink._after_bootstrap`): a bootstrap that brings a key newer than the
+  lock's newest is a rotation only if the AS still takes the identity the lock had. The lock asks with a fresh
+  Register (a new DTLS handshake) under that identity. Taken: a rotation (the new key goes to ``next``, and the old
+  one stays accepted for the overlap after the swap). Refused -- the handshake fails (the AS erased the key: an
+  alert, or silence until the request timeout) or 4.01/4.03 -- while the AS has just answered the factory-PSK
+  bootstrap: the AS retired every key the lock held (``ostiary as rs revoke``), so the delivered key replaces them at
+  once (:meth:`~resource_server.credentials.CredentialKeeper.drop_refused`) and the lock drops its tokens. An
+  unreachable AS answers no bootstrap, so nothing is delivered and nothing is dropped; a probe lost to the network
+  just after a successful bootstrap that brought a rotation drops the old key early, which costs tokens (clients
+  get 4.01 and fetch new ones under the new key), never acceptance of a retired key.
 
 Each account gets its own client context (Anjay: one socket per server): the bootstrap identity and the
 operational identity talk to the same ``host:port``, and a context's credentials are chosen by URI.
@@ -26,7 +36,6 @@ operational identity talk to the same ``host:port``, and a context's credentials
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -63,6 +72,7 @@ __all__ = [
     "BootstrapRefused",
     "BootstrapTimeout",
     "DeviceLink",
+    "IDENTITY_REFUSED",
     "Registration",
     "RegistrationFailed",
     "client_context",
@@ -91,7 +101,20 @@ class BootstrapTimeout(BootstrapError):
 
 
 class RegistrationFailed(BootstrapError):
-    """Register, Update or De-register failed (an error code, a timeout or a failed DTLS handshake)."""
+    """Register, Update or De-register failed (an error code, a timeout or a failed DTLS handshake).
+
+    :param code: the AS's answer as ``class*100+detail`` (e.g. 401), or ``None`` when there was none (a timeout, a
+        failed DTLS handshake).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+#: Answers to a Register that mean the AS does not take the identity (the registration interface checks it again
+#: for every request, also over a DTLS session opened before the identity was revoked).
+IDENTITY_REFUSED: Final = frozenset({401, 403})
 
 
 def _code(message: Message) -> int:
@@ -408,7 +431,7 @@ class Registration:
         )
         response = await self._request("Register", request)
         if _code(response) != Status.CREATED or not response.opt.location_path:
-            raise RegistrationFailed(f"Register: answered {response.code} without a Location-Path")
+            raise RegistrationFailed(f"Register: answered {response.code} without a Location-Path", _code(response))
         self.location = tuple(response.opt.location_path)
         log.info("registered as %s at %s/%s", self.slot.identity.decode(), self.server_uri, "/".join(self.location))
         return self.location
@@ -419,7 +442,7 @@ class Registration:
             raise RegistrationFailed("Update before Register")
         response = await self._request("Update", Message(code=Code.POST, uri=self._uri(self.location)))
         if _code(response) != Status.CHANGED:
-            raise RegistrationFailed(f"Update: answered {response.code}")
+            raise RegistrationFailed(f"Update: answered {response.code}", _code(response))
 
     async def deregister(self, timeout: float = DEREGISTER_TIMEOUT) -> None:
         """De-register (best effort: failures are logged) and close the DTLS session.
@@ -500,6 +523,41 @@ class DeviceLink:
         """The periodic bootstrap that picks up a rotated key: a pull, or the classic flow."""
         return await (self.client.classic() if self.method == "classic" else self.client.pull())
 
+    async def _after_bootstrap(self, before: Credentials | None) -> None:
+        """After a successful bootstrap: when it brought a key newer than ``before``'s newest, ask the AS whether it
+        still takes ``before``'s newest identity; if not, it retired every key the lock held, and only the delivered
+        one stays (module docstring, "Revocation versus rotation")."""
+        after = self.keeper.credentials
+        if before is None or after is None or after.newest.key == before.newest.key:
+            return  # nothing new: re-bootstrapping is idempotent, and an unchanged key says nothing
+        if await self._identity_accepted(before):
+            return  # a rotation: the old key stays accepted (next, then previous for the overlap)
+        self.keeper.drop_refused(before.newest)
+
+    async def _identity_accepted(self, creds: Credentials) -> bool:
+        """Whether the AS at ``creds.server_uri`` takes ``creds.newest``'s identity: a Register over a new DTLS
+        session (a new identity's Register replaces it right after). Refused: no answer (a failed handshake, or
+        silence for :attr:`request_timeout`) or 4.01/4.03; any other answer comes over an accepted handshake."""
+        probe = Registration(
+            self.client.bundle.endpoint,
+            creds.server_uri,
+            creds.newest,
+            lifetime=creds.lifetime,
+            server_instance=creds.server_instance,
+            timeout=self.request_timeout,
+        )
+        try:
+            await probe.register()
+        except RegistrationFailed as exc:
+            if exc.code is not None and exc.code not in IDENTITY_REFUSED:
+                log.warning("%s; the AS still takes %s", exc, creds.newest.identity.decode(errors="replace"))
+                return True
+            log.warning("the AS refuses %s (%s)", creds.newest.identity.decode(errors="replace"), exc)
+            return False
+        finally:
+            await probe.close()
+        return True
+
     async def _register(self) -> None:
         """Register with the newest identity. An existing registration is replaced, not de-registered first: the
         AS keeps one registration per audience and a Register replaces it (the LwM2M Registration Interface), and
@@ -546,8 +604,13 @@ class DeviceLink:
             except BootstrapError as exc:
                 last = exc
                 log.warning("registration failed (%s); bootstrapping again", exc)
-            with contextlib.suppress(BootstrapError):
+            before = self.keeper.credentials
+            try:
                 await self._bootstrap()
+            except BootstrapError as exc:  # e.g. the AS is unreachable: nothing delivered, nothing dropped
+                log.warning("bootstrap failed: %s", exc)
+            else:
+                await self._after_bootstrap(before)
         assert last is not None
         raise last
 
@@ -572,10 +635,13 @@ class DeviceLink:
                 self.keeper.refresh()
                 if loop.time() >= next_pull:
                     next_pull = loop.time() + self.pull_interval
+                    before = self.keeper.credentials
                     try:
                         await self._periodic()
                     except BootstrapError as exc:
                         log.warning("periodic %s bootstrap failed: %s", self.method, exc)
+                    else:
+                        await self._after_bootstrap(before)
                 if self._changed.is_set():
                     log.info("credentials changed: registering with the new identity")
                     await self._register_with_retries()

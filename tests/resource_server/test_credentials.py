@@ -184,3 +184,45 @@ def test_keeper_promotes_on_next_key_and_stores(tmp_path: Path) -> None:
     clock[0] = NOW + 61
     keeper.refresh()
     assert keeper.credentials.previous is None and len(keeper.keys.keys) == 2
+
+
+# -- retirement: the AS refused the lock's identity and a bootstrap delivered a new key (a revocation) -----------
+
+
+def test_a_refused_identity_leaves_only_the_delivered_key(tmp_path: Path) -> None:
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "c"), overlap=60, clock=lambda: NOW)
+    dropped: list[tuple[KeySlot, ...]] = []
+    keeper.retirement_listeners.append(dropped.append)
+    keeper.deliver(account(1))
+    keeper.deliver(account(2))  # as a rotation would: next
+    assert keeper.drop_refused(slot(1))
+    creds = keeper.credentials
+    assert creds is not None and creds.current == slot(2)
+    assert (creds.next, creds.previous, creds.previous_until) == (None, None, None)  # no overlap
+    assert CredentialStore(tmp_path / "c").load() == creds
+    assert dropped == [(slot(1),)]
+    assert [k.kid for k in keeper.keys.keys if k.is_symmetric] == [slot(2).identity]  # the old key verifies nothing
+
+
+def test_a_refused_identity_also_ends_the_overlap_of_a_promotion(tmp_path: Path) -> None:
+    """A token under the new key promoted it before the lock learnt that the old identity is refused: the old key,
+    ``previous`` now, goes too."""
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "c"), overlap=60, clock=lambda: NOW)
+    keeper.deliver(account(1))
+    keeper.deliver(account(2))
+    keeper.on_verified_key(slot(2).cose_key())
+    assert keeper.credentials is not None and keeper.credentials.previous == slot(1)
+    assert keeper.drop_refused(slot(1))
+    assert keeper.credentials.slots() == (slot(2),) and keeper.credentials.previous_until is None
+
+
+def test_a_refused_identity_without_a_newer_key_drops_nothing(tmp_path: Path) -> None:
+    """No newer key was delivered (the bootstrap failed, or re-delivered the same key): nothing shows that the AS
+    retired the identity, and the lock must keep a key to verify with."""
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "c"), overlap=60, clock=lambda: NOW)
+    dropped: list[tuple[KeySlot, ...]] = []
+    keeper.retirement_listeners.append(dropped.append)
+    assert not keeper.drop_refused(slot(1))  # no credentials at all
+    before = keeper.deliver(account(1))
+    assert not keeper.drop_refused(slot(1))
+    assert keeper.credentials is before and dropped == []

@@ -103,3 +103,42 @@ def test_the_rebootstrap_after_a_failed_registration_follows_the_method(
 def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown bootstrap method"):
         _link(tmp_path, "bspack", asyncio.Event())
+
+
+# -- a newer key after a bootstrap: rotation or revocation ------------------------------------------------------
+
+
+def _account(generation: int) -> Any:
+    from resource_server.credentials import DeliveredAccount, KeySlot
+
+    slot = KeySlot(identity=f"L1-00000042#{generation}".encode(), key=bytes([generation]) * 16, generation=generation)
+    return DeliveredAccount(
+        server_uri="coaps://127.0.0.1:1", slot=slot, server_public_key=b"", short_server_id=1, lifetime=300
+    )
+
+
+@pytest.mark.parametrize("accepted", [True, False], ids=["rotation", "revocation"])
+def test_a_newer_key_is_a_rotation_only_while_the_as_takes_the_old_identity(tmp_path: Path, accepted: bool) -> None:
+    async def flow() -> tuple[DeviceLink, list[bytes]]:
+        link, _client = _link(tmp_path, "pack", asyncio.Event())
+        link.keeper.deliver(_account(1))
+        asked: list[bytes] = []
+
+        async def identity_accepted(creds: Any) -> bool:
+            asked.append(creds.newest.identity)
+            return accepted
+
+        link._identity_accepted = identity_accepted  # type: ignore[method-assign]
+        before = link.keeper.credentials
+        await link._after_bootstrap(before)  # the same key again: nothing to ask
+        link.keeper.deliver(_account(2))
+        await link._after_bootstrap(before)
+        return link, asked
+
+    link, asked = asyncio.run(asyncio.wait_for(flow(), FLOW_TIMEOUT))
+    creds = link.keeper.credentials
+    assert creds is not None and asked == [b"L1-00000042#1"]
+    if accepted:  # rotation: the old key stays current until a token under the new one arrives
+        assert creds.current.generation == 1 and creds.next is not None and creds.next.generation == 2
+    else:  # the AS retired it: the new key alone, at once
+        assert creds.current.generation == 2 and creds.next is None and creds.previous is None
