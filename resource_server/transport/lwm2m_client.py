@@ -538,14 +538,7 @@ class DeviceLink:
         """Whether the AS at ``creds.server_uri`` takes ``creds.newest``'s identity: a Register over a new DTLS
         session (a new identity's Register replaces it right after). Refused: no answer (a failed handshake, or
         silence for :attr:`request_timeout`) or 4.01/4.03; any other answer comes over an accepted handshake."""
-        probe = Registration(
-            self.client.bundle.endpoint,
-            creds.server_uri,
-            creds.newest,
-            lifetime=creds.lifetime,
-            server_instance=creds.server_instance,
-            timeout=self.request_timeout,
-        )
+        probe = self._registration_for(creds)
         try:
             await probe.register()
         except RegistrationFailed as exc:
@@ -573,8 +566,9 @@ class DeviceLink:
                 else:
                     await old.deregister()  # another server: nothing replaces it there
 
-    async def _register_anew(self, creds: Credentials) -> None:
-        registration = Registration(
+    def _registration_for(self, creds: Credentials) -> Registration:
+        """A registration of ``creds``'s newest identity at its server (not yet sent)."""
+        return Registration(
             self.client.bundle.endpoint,
             creds.server_uri,
             creds.newest,
@@ -582,6 +576,9 @@ class DeviceLink:
             server_instance=creds.server_instance,
             timeout=self.request_timeout,
         )
+
+    async def _register_anew(self, creds: Credentials) -> None:
+        registration = self._registration_for(creds)
         self._changed.clear()
         try:
             await registration.register()

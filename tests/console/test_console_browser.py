@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,15 +43,11 @@ from tests.as_server.transport.harness import (
     start,
 )
 from tests.as_server.transport.wire import basic
+from tests.browser import STEP_MS, launched_chromium, requires_chromium
 from tests.console.test_console_devices import BATCH, DEVICES
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-CHROMIUM_ARGS += ["--disable-component-update"]
-#: Bound on each browser step (milliseconds).
-STEP_MS = 10_000
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 POLICY = """\
@@ -65,12 +60,7 @@ rules:
     approvers: {users: [frank], groups: [facility]}
 """
 
-# A developer machine without Chromium skips these; CI sets OSTIARY_REQUIRE_BROWSER=1 (.ci/run), so there a missing
-# browser fails the run instead of silently skipping it (as OSTIARY_REQUIRE_POSTGRES does for PostgreSQL).
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("OSTIARY_REQUIRE_BROWSER") and not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-    reason="no chromium (apt-get install chromium; `make test` installs it)",
-)
+pytestmark = requires_chromium
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +89,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, loops: LoopThread) -> I
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=STEP_MS * 3)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -10,10 +10,7 @@ Driven by Playwright with the system's Chromium, like tests/console/test_console
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,17 +25,11 @@ from tests.as_server.transport.oauth_apps import (
     pkce,
     start_oauth,
 )
+from tests.browser import STEP_MS, launched_chromium, requires_chromium
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-STEP_MS = 10_000
-
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("OSTIARY_REQUIRE_BROWSER") and not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-    reason="no chromium (apt-get install chromium; `make test` installs it)",
-)
+pytestmark = requires_chromium
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +39,8 @@ def dep(tmp_path_factory: pytest.TempPathFactory, loops: LoopThread) -> Iterator
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=STEP_MS * 3)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
