@@ -447,10 +447,13 @@ class TokenEndpoint:
                 client_id,
                 peer,
             )
-            self._audit_refusal(request, client_id, now, f"{exc.code.name.lower()}: {exc.detail or exc.description}")
+            reason = f"{exc.code.name.lower()}: {exc.detail or exc.description}"
+            # Refused before the client authenticated: it failed, or the grant type was refused first.
+            unauthenticated = isinstance(exc, InvalidClient | UnsupportedGrantType)
+            self._audit_refusal(request, client_id, now, reason, authenticated=not unauthenticated)
             raise
         except TooManyRequests as exc:
-            self._audit_refusal(request, client_id, now, f"rate limited: {exc.detail}")
+            self._audit_refusal(request, client_id, now, f"rate limited: {exc.detail}", authenticated=False)
             raise
 
     def handle_queued(
@@ -480,8 +483,12 @@ class TokenEndpoint:
         (record,) = queued
         return info, record
 
-    def _audit_refusal(self, request: TokenRequest, client_id: str | None, now: int, reason: str) -> None:
-        """Queue a ``token.refused`` entry (never blocks; see :mod:`as_server.audit`)."""
+    def _audit_refusal(
+        self, request: TokenRequest, client_id: str | None, now: int, reason: str, *, authenticated: bool
+    ) -> None:
+        """Queue a ``token.refused`` entry (never blocks; see :mod:`as_server.audit`). The actor is the client only
+        when it ``authenticated``; a failed or missing authentication is ``anonymous``, with the client id it
+        claimed in ``client_id``."""
         if self._audit is None:
             return
         scope = request.scope
@@ -489,7 +496,7 @@ class TokenEndpoint:
             AuditEntry(
                 at=now,
                 action="token.refused",
-                actor="client:" + (clean_text(client_id) or "") if client_id is not None else "anonymous",
+                actor="client:" + (clean_text(client_id) or "") if authenticated and client_id else "anonymous",
                 client_id=clean_text(client_id),
                 audience=clean_text(request.audience),
                 scope=describe_scope(scope) if isinstance(scope, str | bytes) else None,

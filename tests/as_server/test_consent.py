@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ace_core.errors import InvalidScope
+from ace_core.errors import InvalidClient, InvalidScope
 from ace_core.keys import b64url_decode
 from ace_core.messages import TokenRequest
 from ace_core.pop import Confirmation
@@ -270,6 +270,21 @@ def test_disabling_the_client_revokes_its_tokens(world: ConsentWorld) -> None:
     assert world.storage.set_client_enabled("phone-app", True, actor="cli:root", now=world.now) == 0
     assert world.introspect(info.access_token).active is False  # revoked stays revoked
     assert actions(world, action="client") == ["client.disabled", "client.enabled"]
+
+
+def test_a_refusal_before_authentication_is_audited_as_anonymous(world: ConsentWorld) -> None:
+    """The actor of an audit entry is who acted: a request whose client failed to authenticate is ``anonymous``,
+    with the client id it claimed; a refusal after authentication names the client."""
+    with pytest.raises(InvalidClient):
+        world.token("/lock:PUT", client_id="nobody-app")
+    with pytest.raises(InvalidScope):
+        world.token("/nothing:GET")
+    world.server.audit_log.flush()
+    refused = world.storage.list_audit(AuditQuery(action="token.refused", limit=10))
+    assert {(e.actor, e.client_id, e.detail.split(":")[0]) for e in refused} == {
+        ("anonymous", "nobody-app", "invalid_client"),
+        ("client:phone-app", "phone-app", "invalid_scope"),
+    }
 
 
 def test_the_audit_trail_of_the_whole_flow(world: ConsentWorld) -> None:
