@@ -71,6 +71,7 @@ from as_server.bootstrap.devices import (
     EditableDeviceStore,
     NotClaimed,
     UnknownDevice,
+    device_state,
 )
 from as_server.consent import Approver, ConsentService, grant_scope, parse_approval
 from as_server.errors import ApiBadRequest, ApiConflict, ApiForbidden, ApiNotFound
@@ -760,14 +761,7 @@ class ConsoleService:
     def _device_row(self, record: DeviceRecord) -> DeviceRow:
         registration = self.storage.registration_of(record.serial)
         rs = self.storage.get_resource_server(record.serial)
-        if record.decommissioned_at is not None:
-            state = "decommissioned"
-        elif record.revoked_at is not None or (rs is not None and not rs.enabled):
-            state = "revoked"
-        elif rs is not None:
-            state = "bootstrapped"
-        else:
-            state = "not bootstrapped"
+        state = device_state(record, None if rs is None else rs.enabled)
         return DeviceRow(record, state, None if registration is None else registration.last_contact)
 
     def claim_device(self, who: ConsoleUser, enrolment_id: str, site: str, *, now: int) -> DeviceRecord:

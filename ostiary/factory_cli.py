@@ -169,7 +169,9 @@ def add_factory_commands(group: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "list",
         help="list devices, by site or unclaimed",
-        description="List recorded devices by serial number: endpoint name, site, how they were assigned, batch.",
+        description="List recorded devices by serial number: endpoint name, site, how they were assigned, state (as\n"
+        "the console's Devices page: bootstrapped, not bootstrapped, revoked, decommissioned; - in a factory-only\n"
+        "home, where the AS's side is unknown), batch.",
         epilog="examples:\n  ostiary factory list --site building-a\n  ostiary factory list --unclaimed --limit 0",
         formatter_class=Formatter,
         parents=[*parents, json_out],
@@ -576,6 +578,26 @@ def _revoke_operational(settings: Settings, serial: str) -> int | None:
             return None
 
 
+def _rs_enabled(settings: Settings) -> dict[str, bool] | None:
+    """Whether each of the AS's resource servers (a bootstrapped lock's serial) is enabled; ``None`` in a
+    factory-only home (no AS database here)."""
+    from ostiary.as_cli import _storage
+
+    if not settings.database_url and not (settings.home / "ostiary.db").exists():
+        return None
+    with _storage(settings) as storage:
+        return {rs.audience: rs.enabled for rs in storage.list_resource_servers()}
+
+
+def _state(record: DeviceRecord, enabled: dict[str, bool] | None) -> str | None:
+    """The console's Devices page's state (:func:`~as_server.bootstrap.devices.device_state`); ``None`` when it
+    depends on an AS this home does not have (factory-only: the record alone says decommissioned or revoked)."""
+    from as_server.bootstrap.devices import device_state
+
+    state = device_state(record, None if enabled is None else enabled.get(record.serial))
+    return None if enabled is None and state == "not bootstrapped" else state
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     site = None if args.site is None else _site(args.site)
     if args.limit < 0:
@@ -585,15 +607,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
         records = list(store.list_devices(site=site, unclaimed=args.unclaimed, batch_id=args.batch, limit=limit))
     more = args.limit != 0 and len(records) > args.limit
     records = records[: args.limit] if more else records
+    enabled = _rs_enabled(_settings(args)) if records else {}
+    states = [_state(r, enabled) for r in records]
     if args.json:
-        _print_json([_device_view(r) for r in records])
+        _print_json([{**_device_view(r), "state": state} for r, state in zip(records, states, strict=True)])
         return 0
     if not records:
         print("no devices")
         return 0
     _table(
-        ("SERIAL", "ENDPOINT", "SITE", "ASSIGNED", "BATCH"),
-        [(r.serial, r.endpoint, r.site or "-", r.assignment.value, r.batch_id) for r in records],
+        ("SERIAL", "ENDPOINT", "SITE", "ASSIGNED", "STATE", "BATCH"),
+        [
+            (r.serial, r.endpoint, r.site or "-", r.assignment.value, state or "-", r.batch_id)
+            for r, state in zip(records, states, strict=True)
+        ],
     )
     if more:
         print(f"(first {args.limit}; --limit 0 lists all)")

@@ -69,7 +69,13 @@ _PSK_SCHEME = "coaps://"
 
 
 class BootstrapError(AceError):
-    """A bootstrap did not deliver usable credentials (the message says why; nothing was stored)."""
+    """A bootstrap did not deliver usable credentials (the message says why; nothing was stored).
+
+    ``handshake_refused`` is set by the transport when the server ended the DTLS handshake with a fatal alert: it
+    does not take the PSK identity the lock presented.
+    """
+
+    handshake_refused: bool = False
 
 
 class InvalidAccount(BootstrapError):

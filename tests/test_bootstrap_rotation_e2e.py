@@ -694,10 +694,12 @@ def test_revocation_refuses_the_identity_and_revokes_the_tokens(
         before = _state_of(tmp_path)
         generations = [k.generation for k in dep.service.credentials.keys(serial)]
         refused = BootstrapClient(_bundle(dep, REVOKED), store, timeout=REFUSED_TIMEOUT)
-        with pytest.raises(BootstrapError):
+        with pytest.raises(BootstrapError) as pulled:
             await refused.pull()
-        with pytest.raises(BootstrapError):
+        with pytest.raises(BootstrapError) as classic:
             await refused.classic()
+        # the lock can tell a refusal from an unreachable server (its log says so: DeviceLink)
+        assert pulled.value.handshake_refused and classic.value.handshake_refused, (pulled.value, classic.value)
         assert _state_of(tmp_path) == before
         assert [k.generation for k in dep.service.credentials.keys(serial)] == generations  # no new key
         rs = storage.get_resource_server(serial)

@@ -3,6 +3,7 @@ bootstrapped locks from the command line; key bytes are never printed."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +104,42 @@ def test_revoke_with_decommission(home: Path, capsys: pytest.CaptureFixture[str]
     with SqliteDeviceStore(home / DEVICE_DB_FILE, MasterKey.load(settings.master_key_file)) as store:
         assert store.bootstrap_psk(device(1).psk_identity) is None
         assert store.bootstrap_target("urn:dev:ops:ostiary-L1-00000001") is BootstrapRefusal.DECOMMISSIONED
+
+
+def test_factory_list_gives_the_state_the_console_shows(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``ostiary factory list``'s STATE (and ``state`` in ``--json``, beside the unchanged fields) uses the Devices
+    page's words: a decommissioned or released lock is no longer just ``claimed``/``unclaimed``."""
+    settings = Settings.load(home)
+    with SqliteDeviceStore(home / DEVICE_DB_FILE, MasterKey.load(settings.master_key_file)) as store:
+        recorded(store, [device(n, site="building-a") for n in (1, 2, 3, 4)])
+    now = int(time.time()) - 60
+    with deployment(home) as (_, creds):
+        for serial in ("L1-00000001", "L1-00000002"):
+            key = creds.key_for_delivery(serial, now=now)
+            creds.confirm_delivery(serial, key.generation, now=now)
+    assert run(home, capsys, "rs", "revoke", "L1-00000002", "--decommission")[0] == 0
+    assert main(["factory", "--home", str(home), "release", "L1-00000003"]) == 0
+    capsys.readouterr()
+
+    assert main(["factory", "--home", str(home), "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["SERIAL", "ENDPOINT", "SITE", "ASSIGNED", "STATE", "BATCH"]
+    states = {line.split()[0]: line.split()[4:-1] for line in lines[1:]}
+    assert states == {
+        "L1-00000001": ["bootstrapped"],
+        "L1-00000002": ["decommissioned"],
+        "L1-00000003": ["revoked"],
+        "L1-00000004": ["not", "bootstrapped"],
+    }
+    assert main(["factory", "--home", str(home), "list", "--json"]) == 0
+    listed = {d["serial"]: d for d in json.loads(capsys.readouterr().out)}
+    assert [listed[s]["state"] for s in sorted(listed)] == [
+        "bootstrapped",
+        "decommissioned",
+        "revoked",
+        "not bootstrapped",
+    ]
+    assert listed["L1-00000003"]["assignment"] == "unclaimed" and listed["L1-00000003"]["revoked_at"] is not None
 
 
 def test_rs_list_and_show_give_the_last_contact(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "NotClaimed",
     "UnknownDevice",
     "decide_bootstrap_target",
+    "device_state",
     "find_conflicts",
 ]
 
@@ -126,6 +127,22 @@ class DeviceRecord:
     revoked_at: int | None = None
     #: When it was decommissioned (permanent: its bootstrap PSK is refused from then on).
     decommissioned_at: int | None = None
+
+
+def device_state(record: DeviceRecord, rs_enabled: bool | None) -> str:
+    """The lock's state as the console's Devices page and ``ostiary factory list`` show it: ``decommissioned``,
+    ``revoked`` (released, or its keys revoked), ``bootstrapped`` (the AS has its resource server, enabled) or ``not
+    bootstrapped``.
+
+    :param rs_enabled: whether the AS's resource server of that name (the serial) is enabled; ``None``: it has none.
+    """
+    if record.decommissioned_at is not None:
+        return "decommissioned"
+    if record.revoked_at is not None or rs_enabled is False:
+        return "revoked"
+    if rs_enabled:
+        return "bootstrapped"
+    return "not bootstrapped"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

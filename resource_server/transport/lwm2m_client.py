@@ -149,12 +149,31 @@ def _base(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _fatal_dtls_alert(exc: BaseException) -> bool:
+    """Whether aiocoap's error is a fatal DTLS alert from the peer: tinydtls's (private) ``FatalDTLSError``, which
+    aiocoap wraps in a ``NetworkError``. A server that does not know the PSK identity ends the handshake so."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the wrapper and its cause; bounded in case of a cycle
+        if seen is None:
+            return False
+        if type(seen).__name__ == "FatalDTLSError":
+            return True
+        seen = seen.__cause__
+    return False
+
+
 async def _bounded(what: str, awaitable: Awaitable[_T], timeout: float, error: type[BootstrapError]) -> _T:
     try:
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         raise error(f"{what}: no answer within {timeout:g} s") from None
     except (aiocoap.error.Error, OSError) as exc:  # DTLS handshake failure, network errors
+        if _fatal_dtls_alert(exc):
+            refused = error(
+                f"{what}: the server refused the DTLS handshake (a fatal alert: it does not take the PSK identity)"
+            )
+            refused.handshake_refused = True
+            raise refused from None
         raise error(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
@@ -504,6 +523,45 @@ class DeviceLink:
         self._changed = asyncio.Event()
         self.keeper.listeners.append(self._on_change)
         self.registered = asyncio.Event()
+        #: The last failure logged per channel ("register", "bootstrap"): a repeat is logged at debug level only.
+        self._reported: dict[str, str] = {}
+
+    def _failed(self, channel: str, message: str) -> None:
+        """Log a failure on ``channel`` as a warning when it differs from the last one logged there, at debug level
+        when it repeats: the loop retries with backoff, and the operator needs one line per change, not one per
+        attempt."""
+        if self._reported.get(channel) == message:
+            log.debug("still: %s", message)
+            return
+        self._reported[channel] = message
+        log.warning("%s", message)
+
+    def _recovered(self, channel: str, message: str) -> None:
+        """Log (once) that ``channel`` works again after a failure was logged."""
+        if self._reported.pop(channel, None) is not None:
+            log.info("%s", message)
+
+    def _registration_failure(self, exc: BootstrapError) -> str:
+        if not isinstance(exc, RegistrationFailed):  # no credentials yet, and the bootstrap for them failed
+            return self._bootstrap_failure(exc, "")
+        if exc.handshake_refused:
+            creds = self.keeper.credentials
+            identity = creds.newest.identity.decode(errors="replace") if creds is not None else "?"
+            return (
+                f"the AS refused the lock's operational identity {identity} (DTLS handshake failed: its key was "
+                "revoked or retired); bootstrapping again"
+            )
+        return f"registration failed ({exc}); bootstrapping again"
+
+    def _bootstrap_failure(self, exc: BootstrapError, what: str) -> str:
+        if exc.handshake_refused:
+            bundle = self.client.bundle
+            return (
+                f"the bootstrap server refused the factory identity {bundle.psk_identity.decode(errors='replace')} "
+                f"of {bundle.endpoint} (DTLS handshake failed): the device may be decommissioned or released, or "
+                "its factory bundle is wrong; retrying"
+            )
+        return f"{what}bootstrap failed: {exc}"
 
     def _on_change(self, new: Credentials, old: Credentials | None) -> None:
         if old is None or new.newest.identity != old.newest.identity or new.server_uri != old.server_uri:
@@ -597,18 +655,26 @@ class DeviceLink:
                 await self._sleep(delay)
             try:
                 await self._register()
+                self._recovered("register", "registered again")
                 return
             except BootstrapError as exc:
                 last = exc
-                log.warning("registration failed (%s); bootstrapping again", exc)
+                self._failed("register", self._registration_failure(exc))
             before = self.keeper.credentials
             try:
                 await self._bootstrap()
             except BootstrapError as exc:  # e.g. the AS is unreachable: nothing delivered, nothing dropped
-                log.warning("bootstrap failed: %s", exc)
+                self._failed("bootstrap", self._bootstrap_failure(exc, ""))
             else:
+                self._recovered("bootstrap", "the bootstrap server delivered credentials again")
                 await self._after_bootstrap(before)
         assert last is not None
+        log.error(
+            "giving up registering after %d attempts (%s): the lock serves the tokens it holds, unregistered, until "
+            "it restarts",
+            self.backoff.attempts + 1,
+            last,
+        )
         raise last
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -636,8 +702,9 @@ class DeviceLink:
                     try:
                         await self._periodic()
                     except BootstrapError as exc:
-                        log.warning("periodic %s bootstrap failed: %s", self.method, exc)
+                        self._failed("bootstrap", self._bootstrap_failure(exc, f"periodic {self.method} "))
                     else:
+                        self._recovered("bootstrap", "the bootstrap server delivered credentials again")
                         await self._after_bootstrap(before)
                 if self._changed.is_set():
                     log.info("credentials changed: registering with the new identity")

@@ -169,6 +169,8 @@ def test_claim_release_list(home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert [d["serial"] for d in listed] == ["L1-00000002"] and listed[0]["assignment"] == "claimed"
     code, out, _ = run(home, capsys, "list", "--unclaimed", "--limit", "2")
     assert "L1-00000001" in out and "L1-00000003" in out and "L1-00000004" not in out and "--limit 0" in out
+    assert out.split()[:6] == ["SERIAL", "ENDPOINT", "SITE", "ASSIGNED", "STATE", "BATCH"]
+    assert listed[0]["state"] is None  # a factory-only home: the AS's side (bootstrapped or not) is unknown here
 
     code, out, err = run(home, capsys, "release", rows[1].enrolment_id)
     assert code == 0, err
@@ -180,6 +182,8 @@ def test_claim_release_list(home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert claimed["site"] == "building-b" and claimed["revoked_at"] is not None
     code, out, _ = run(home, capsys, "release", "L1-00000002", "--json")
     assert json.loads(out)["site"] is None
+    code, out, _ = run(home, capsys, "list", "--json")
+    assert {d["serial"]: d["state"] for d in json.loads(out)}["L1-00000002"] == "revoked"  # released
     code, _, err = run(home, capsys, "release", "L1-00000099")
     assert code == 1 and "no device L1-00000099" in err
     code, _, err = run(home, capsys, "release", "neither")

@@ -6,7 +6,9 @@ stand-in: these tests are about which bootstrap the loop runs, not about the net
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -142,3 +144,77 @@ def test_a_newer_key_is_a_rotation_only_while_the_as_takes_the_old_identity(tmp_
         assert creds.current.generation == 1 and creds.next is not None and creds.next.generation == 2
     else:  # the AS retired it: the new key alone, at once
         assert creds.current.generation == 2 and creds.next is None and creds.previous is None
+
+
+# -- what the log says when the AS refuses the lock (a revoked, decommissioned or released device) ----------------
+
+
+class RefusingClient:
+    """Stands in for :class:`BootstrapClient` when the bootstrap server refuses the factory identity at DTLS."""
+
+    def __init__(self, keeper: CredentialKeeper) -> None:
+        self.keeper = keeper
+        self.bundle = SimpleNamespace(psk_identity=b"bs-refusedrefused00", endpoint="urn:dev:ops:ostiary-L1-00000043")
+        self.calls = 0
+
+    async def bootstrap(self) -> Any:
+        self.calls += 1
+        refused = BootstrapError("Bootstrap-Pack-Request: the server refused the DTLS handshake")
+        refused.handshake_refused = True
+        raise refused
+
+
+def test_a_refused_lock_says_so_once_per_change_and_keeps_retrying(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock's identity revoked and its factory identity refused (``ostiary as rs revoke --decommission``): the
+    log says in words what happened, once, not once per attempt; the backoff's attempts all still run."""
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "credentials.cbor"))
+    keeper.deliver(_account(1))
+    client = RefusingClient(keeper)
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    link = DeviceLink(client, backoff=Backoff(initial=5, maximum=20, attempts=3), sleep=sleep)  # type: ignore[arg-type]
+
+    async def refused() -> None:
+        failure = RegistrationFailed("Register: the server refused the DTLS handshake")
+        failure.handshake_refused = True
+        raise failure
+
+    link._register = refused  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="ostiary.lock.lwm2m")
+    with pytest.raises(RegistrationFailed):
+        asyncio.run(asyncio.wait_for(link._register_with_retries(), FLOW_TIMEOUT))
+
+    assert client.calls == 4 and slept == [5.0, 10.0, 20.0]  # the retries and their backoff are unchanged
+    lwm2m = [r for r in caplog.records if r.name == "ostiary.lock.lwm2m"]
+    warnings = [r.getMessage() for r in lwm2m if r.levelno == logging.WARNING]
+    assert warnings == [
+        "the AS refused the lock's operational identity L1-00000042#1 (DTLS handshake failed: its key was revoked"
+        " or retired); bootstrapping again",
+        "the bootstrap server refused the factory identity bs-refusedrefused00 of urn:dev:ops:ostiary-L1-00000043"
+        " (DTLS handshake failed): the device may be decommissioned or released, or its factory bundle is wrong;"
+        " retrying",
+    ]
+    assert sum(r.getMessage().startswith("still: ") for r in lwm2m if r.levelno == logging.DEBUG) == 6
+    assert "NetworkError" not in caplog.text
+
+
+def test_a_changed_failure_is_logged_again_and_a_recovery_once(caplog: pytest.LogCaptureFixture) -> None:
+    link = DeviceLink.__new__(DeviceLink)
+    link._reported = {}
+    caplog.set_level(logging.DEBUG, logger="ostiary.lock.lwm2m")
+    for message in ("bootstrap failed: A", "bootstrap failed: A", "bootstrap failed: B"):
+        link._failed("bootstrap", message)
+    link._recovered("bootstrap", "works again")
+    link._recovered("bootstrap", "works again")
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged == [
+        ("WARNING", "bootstrap failed: A"),
+        ("DEBUG", "still: bootstrap failed: A"),
+        ("WARNING", "bootstrap failed: B"),
+        ("INFO", "works again"),
+    ]
