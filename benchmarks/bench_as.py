@@ -1136,6 +1136,9 @@ class Bench:
                     "OSTIARY_HTTP_PORT": str(self.http_port[key]),
                     "OSTIARY_COAP_HOST": HOST,
                     "OSTIARY_COAP_PORT": str(self.coap_port[key]),
+                    # Each deployment's bootstrap server on a port of its own: two on the default 5684 cannot both
+                    # start (a UDP port another server holds is refused, as_server.transport.udp).
+                    "OSTIARY_BOOTSTRAP_DTLS_PORT": str(self.ports.take()),
                     "OSTIARY_HTTP_WORKERS": str(opts.workers),
                     "OSTIARY_HTTP_THREADS": str(opts.threads),
                 }
@@ -1377,6 +1380,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kept {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+    if bench.failed:  # a row without its server is not a measurement: the run failed
+        print(f"bench_as: FAILED: {', '.join(sorted(bench.failed))} did not start (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,6 +1,6 @@
 """Ostiary client SDK: what a smartphone app uses to obtain access tokens and open doors. RFC 9200 §5.
 
-Planned scope:
+Scope:
 
 * discovering the AS from an RS's AS Request Creation Hints -- RFC 9200 §5.3;
 * requesting an access token with the client-credentials grant and a PoP key (``req_cnf``) -- RFC 9200 §5.8.1,

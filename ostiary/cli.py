@@ -195,11 +195,16 @@ _GROUPS: dict[str, tuple[str, str, str]] = {
         "  ostiary factory list --unclaimed",
     ),
     "bootstrap": (
-        "LwM2M-style bootstrap server (not implemented yet)",
+        "LwM2M-style bootstrap server: it runs inside 'ostiary as serve' (this group has no commands)",
         "The bootstrap server hands devices their operational credentials and configuration (which AS to\n"
         "trust, which keys to use) on first start and when credentials are rotated, in the manner of the\n"
-        "OMA LwM2M bootstrap interface.",
-        "The bootstrap server is not implemented yet; this group has no commands.",
+        "OMA LwM2M bootstrap interface. It runs inside 'ostiary as serve' (DTLS on udp/5684: settings\n"
+        "bootstrap_dtls_port and bootstrap_*), so this group has no commands of its own.",
+        "Where the bootstrap work is:\n"
+        "  ostiary as serve                       # the bootstrap server, beside the token endpoint\n"
+        "  ostiary factory batch|claim|list       # devices and their factory credentials\n"
+        "  ostiary as rs keys|rotate-key|revoke   # a lock's operational keys\n"
+        "  ostiary lock serve --bootstrap BUNDLE  # a lock that bootstraps its credentials",
     ),
     "demo": (
         "run the end-to-end scenario (what 'make demo' runs)",
