@@ -256,22 +256,32 @@ class Approval:
     note: str = ""
 
 
-def _instant(value: Any, what: str) -> int:
-    """Seconds since the epoch from an integer or an ISO 8601 date-time (with offset, or UTC)."""
+#: A time relative to now, as ``ostiary consent approve --until 30d`` takes it: a count of s, m, h, d or w.
+_RELATIVE = re.compile(r"([0-9]{1,9})([smhdw])")
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_TIME_FORMS: Final = "an ISO 8601 date-time, seconds since the epoch, or a time from now such as 30d, 12h or 15m"
+
+
+def _instant(value: Any, what: str, *, now: int) -> int:
+    """Seconds since the epoch from an integer, an ISO 8601 date-time (with offset, or UTC), or a time from ``now``
+    (``30d``, ``12h``, ``15m``, ``2w``, ``90s``)."""
     if isinstance(value, bool):
         raise ApiBadRequest(f"{what} must be a time")
+    relative = _RELATIVE.fullmatch(value) if isinstance(value, str) else None
     if isinstance(value, int):
         t = value
+    elif relative is not None:
+        t = now + int(relative[1]) * _UNIT_SECONDS[relative[2]]
     elif isinstance(value, str) and len(value) <= 40:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
         except ValueError:
-            raise ApiBadRequest(f"{what} must be an ISO 8601 date-time or seconds since the epoch") from None
+            raise ApiBadRequest(f"{what} must be {_TIME_FORMS}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         t = int(parsed.timestamp())
     else:
-        raise ApiBadRequest(f"{what} must be an ISO 8601 date-time or seconds since the epoch")
+        raise ApiBadRequest(f"{what} must be {_TIME_FORMS}")
     if not 0 <= t < MAX_TIME:
         raise ApiBadRequest(f"{what} is out of range")
     return t
@@ -303,7 +313,8 @@ def parse_approval(body: Mapping[str, Any], requested: Scope, *, now: int) -> Ap
     """Check an approval's fields (the JSON body of ``POST .../approve``, or ``ostiary consent approve``'s options).
 
     ``scope`` must be a non-empty subset of ``requested``; ``valid_from``/``valid_until`` are ISO 8601 date-times
-    (UTC when without offset) or seconds since the epoch, ``valid_until`` after both ``now`` and ``valid_from``;
+    (UTC when without offset), seconds since the epoch or times from ``now`` (``30d``, ``12h``), ``valid_until``
+    after both ``now`` and ``valid_from``;
     ``windows`` a list of ``"DAYS HH:MM-HH:MM"`` (:class:`policies.schedule.Window`); ``timezone`` an IANA name;
     ``max_lifetime`` a positive number of seconds; ``note`` free text.
 
@@ -317,8 +328,8 @@ def parse_approval(body: Mapping[str, Any], requested: Scope, *, now: int) -> Ap
         scope = _approved_scope(body["scope"], requested)
         if scope.is_empty or not same_kind(scope, requested) or not issubset(scope, requested):
             raise ApiBadRequest("scope must be a non-empty subset of the requested scope")
-    valid_from = None if body.get("valid_from") is None else _instant(body["valid_from"], "valid_from")
-    valid_until = None if body.get("valid_until") is None else _instant(body["valid_until"], "valid_until")
+    valid_from = None if body.get("valid_from") is None else _instant(body["valid_from"], "valid_from", now=now)
+    valid_until = None if body.get("valid_until") is None else _instant(body["valid_until"], "valid_until", now=now)
     if valid_until is not None and valid_until <= now:
         raise ApiBadRequest("valid_until must be in the future")
     if valid_from is not None and valid_until is not None and valid_from >= valid_until:

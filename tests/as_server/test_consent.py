@@ -155,6 +155,22 @@ def test_narrowing_the_time_clips_the_token_expiry(world: ConsentWorld) -> None:
     assert world.pending("/lock:GET") != other  # expired grant: ask again
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("30d", 30 * 86400), ("12h", 12 * 3600), ("15m", 15 * 60), ("2w", 14 * 86400), ("90s", 90)],
+)
+def test_approval_times_from_now_as_the_cli_takes_them(world: ConsentWorld, value: str, expected: int) -> None:
+    """The HTTP API takes `30d` like `ostiary consent approve --until 30d`, besides ISO 8601 and epoch seconds."""
+    approval = parse_approval({"valid_until": value}, AifScope.parse_spec("/lock:GET"), now=world.now)
+    assert approval.valid_until == world.now + expected
+
+
+@pytest.mark.parametrize("value", ["30", "30x", "-3d", "d", "3 d", True, 1.5, ["30d"]])
+def test_approval_times_that_are_not_times(world: ConsentWorld, value: object) -> None:
+    with pytest.raises(ApiBadRequest, match="valid_until must be"):
+        parse_approval({"valid_until": value}, AifScope.parse_spec("/lock:GET"), now=world.now)
+
+
 def test_max_lifetime_of_an_approval(world: ConsentWorld) -> None:
     request_id = world.pending("/lock:PUT")
     approval = parse_approval({"max_lifetime": 120}, AifScope.parse_spec("/lock:PUT"), now=world.now)
