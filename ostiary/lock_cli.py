@@ -69,7 +69,8 @@ def add_lock_commands(group: argparse.ArgumentParser) -> None:
         type=float,
         default=3600.0,
         metavar="S",
-        help="seconds between bootstraps that pick up a rotated key (default: 3600)",
+        help="seconds between bootstraps that pick up a rotated key; also caps the wait between registration retries "
+        "(default: 3600)",
     )
     serve.add_argument(
         "--issuer",

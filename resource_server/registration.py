@@ -11,7 +11,8 @@ De-register        ``DELETE /{location}``                                  2.02 
 =================  ======================================================  ===========  ====================
 
 :func:`update_delay` says when to send the Update (half the lifetime, so one lost Update still leaves time), and
-:class:`Backoff` how long to wait between failed attempts (exponential with a cap, bounded in number).
+:class:`Backoff` how long to wait between failed attempts (exponential with a cap; bounded in number, or without end
+under a ceiling).
 """
 
 from __future__ import annotations
@@ -58,18 +59,31 @@ def update_delay(lifetime: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Delays between attempts: ``initial``, doubled each time, at most ``maximum``; ``attempts`` in all.
+    """Delays between attempts: ``initial``, doubled each time, at most ``maximum``; ``attempts`` in all. With a
+    ``ceiling``, the delays go on without end after those: still doubled, at most ``ceiling`` (and no delay is
+    longer than ``ceiling``).
 
     >>> list(Backoff(initial=1, maximum=5, attempts=5))
     [1.0, 2.0, 4.0, 5.0, 5.0]
+    >>> from itertools import islice
+    >>> list(islice(Backoff(initial=1, maximum=5, attempts=5, ceiling=30), 9))
+    [1.0, 2.0, 4.0, 5.0, 5.0, 10.0, 20.0, 30.0, 30.0]
     """
 
     initial: float = 5.0
     maximum: float = 300.0
     attempts: int = 8
+    ceiling: float | None = None
 
     def __iter__(self) -> Iterator[float]:
+        cap = float(self.maximum) if self.ceiling is None else min(float(self.maximum), float(self.ceiling))
         delay = float(self.initial)
         for _ in range(self.attempts):
-            yield min(delay, float(self.maximum))
+            yield min(delay, cap)
             delay *= 2
+        if self.ceiling is None:
+            return
+        delay = min(delay, float(self.maximum) * 2)  # go on from where the bounded attempts stopped
+        while True:
+            yield min(delay, float(self.ceiling))
+            delay = min(delay * 2, float(self.ceiling))

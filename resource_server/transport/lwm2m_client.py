@@ -13,8 +13,11 @@ loop that keeps both going while the lock serves tokens.
   slot as DTLS PSK (:mod:`resource_server.registration`).
 * :class:`DeviceLink` -- registers, updates before the lifetime ends, bootstraps again every ``pull_interval`` to
   pick up a rotated key (with the lock's bootstrap method: a pull, or the classic flow), re-registers with the new
-  identity when it changes, and re-bootstraps (with backoff, bounded) when registration fails (a retired identity
-  fails its DTLS handshake). A new Register replaces the lock's registration at the AS (one per audience), so the
+  identity when it changes, and re-bootstraps when registration fails (a retired identity fails its DTLS
+  handshake), retrying without end: a released device claimed again, or an AS back after a long outage, is noticed
+  without a restart. The backoff starts as :class:`~resource_server.registration.Backoff` does (5, 10, 20, ... s)
+  and is capped at the pull interval or :data:`MAX_RETRY_DELAY`, whichever is smaller; its waits end at once when the
+  lock stops. A new Register replaces the lock's registration at the AS (one per audience), so the
   old one is not de-registered first: after a revocation its identity is gone, and after a restart of the AS its
   DTLS session is unknown there, so that De-register would only retransmit until it timed out. :meth:`DeviceLink.close`
   de-registers, bounded by :data:`DEREGISTER_TIMEOUT`.
@@ -38,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
@@ -85,6 +90,9 @@ REQUEST_TIMEOUT: Final = 93.0
 #: Bound on a De-register (seconds): best effort, and the registration ends with its lifetime anyway; a De-register
 #: over a DTLS session the AS no longer has (it restarted) gets no answer, so a stop must not wait a whole exchange.
 DEREGISTER_TIMEOUT: Final = 5.0
+#: Longest wait between two attempts to register (seconds), after the backoff's first attempts: a released device is
+#: noticed within about this long after it is claimed again, at the cost of a bootstrap per wait meanwhile.
+MAX_RETRY_DELAY: Final = 3600.0
 _T = TypeVar("_T")
 
 
@@ -496,8 +504,11 @@ class DeviceLink:
     :param method: how the lock bootstraps after the first time: ``"pack"`` pulls (Bootstrap-Pack-Request, LwM2M
         1.2; a re-bootstrap after a failed registration falls back to the classic flow on 4.04, as
         :meth:`BootstrapClient.bootstrap`), ``"classic"`` uses the classic flow (``POST /bs``) every time.
-    :param backoff: delays between failed attempts to register (each failure re-bootstraps first).
+    :param backoff: delays between failed attempts to register (each failure re-bootstraps first); after its
+        attempts the link keeps trying, the delay still doubling, at most the pull interval or
+        :data:`MAX_RETRY_DELAY`, whichever is smaller (and no delay is longer than that).
     :param request_timeout: bound on each registration request.
+    :param sleep: the wait between attempts (a fake clock in tests); a stop ends it at once.
     """
 
     def __init__(
@@ -516,7 +527,11 @@ class DeviceLink:
             raise ValueError(f"unknown bootstrap method {method!r} (pack or classic)")
         self.pull_interval = pull_interval
         self.method = method
-        self.backoff = backoff if backoff is not None else Backoff()
+        backoff = backoff if backoff is not None else Backoff()
+        ceiling = min(pull_interval, MAX_RETRY_DELAY)
+        if backoff.ceiling is not None:
+            ceiling = min(ceiling, backoff.ceiling)
+        self.backoff = replace(backoff, ceiling=ceiling)  # without end: see the class docstring
         self.request_timeout = request_timeout
         self._sleep = sleep
         self.registration: Registration | None = None
@@ -646,19 +661,22 @@ class DeviceLink:
         self.registration = registration
         self.registered.set()
 
-    async def _register_with_retries(self) -> None:
-        """Register; on failure re-bootstrap (with the lock's method) and try again with backoff. Gives up after
-        the backoff's attempts (raises the last error)."""
-        last: BootstrapError | None = None
-        for delay in (0.0, *self.backoff):
-            if delay:
-                await self._sleep(delay)
+    async def _register_with_retries(self, stop: asyncio.Event) -> bool:
+        """Register; on failure re-bootstrap (with the lock's method) and try again with backoff, without end (the
+        device may be claimed again, the AS may come back). Returns whether it registered: ``False`` only when
+        ``stop`` was set, which ends a wait between attempts at once."""
+        attempts = 0
+        for delay in chain((0.0,), self.backoff):  # no end: the backoff has a ceiling
+            if delay and not await self._wait(delay, stop):
+                return False
+            if stop.is_set():
+                return False
+            attempts += 1
             try:
                 await self._register()
                 self._recovered("register", "registered again")
-                return
+                return True
             except BootstrapError as exc:
-                last = exc
                 self._failed("register", self._registration_failure(exc))
             before = self.keeper.credentials
             try:
@@ -668,20 +686,30 @@ class DeviceLink:
             else:
                 self._recovered("bootstrap", "the bootstrap server delivered credentials again")
                 await self._after_bootstrap(before)
-        assert last is not None
-        log.error(
-            "giving up registering after %d attempts (%s): the lock serves the tokens it holds, unregistered, until "
-            "it restarts",
-            self.backoff.attempts + 1,
-            last,
-        )
-        raise last
+            if attempts == self.backoff.attempts + 1:
+                log.info(
+                    "not registered after %d attempts: the lock serves the tokens it holds, unregistered, and keeps "
+                    "trying (at most every %g s)",
+                    attempts,
+                    self.backoff.ceiling,
+                )
+        raise AssertionError("the backoff has no end")  # pragma: no cover
+
+    async def _wait(self, delay: float, stop: asyncio.Event) -> bool:
+        """Wait ``delay`` seconds (with the injected sleep); ``False`` when ``stop`` was set first."""
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._sleep(delay))]
+        try:
+            await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return not stop.is_set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Register, then Update, pull and re-register until ``stop`` is set (then de-register)."""
         loop = asyncio.get_running_loop()
         try:
-            await self._register_with_retries()
+            await self._register_with_retries(stop)
             next_pull = loop.time() + self.pull_interval
             while not stop.is_set():
                 assert self.registration is not None
@@ -708,13 +736,13 @@ class DeviceLink:
                         await self._after_bootstrap(before)
                 if self._changed.is_set():
                     log.info("credentials changed: registering with the new identity")
-                    await self._register_with_retries()
+                    await self._register_with_retries(stop)
                 elif loop.time() >= next_update:
                     try:
                         await self.registration.update()
                     except RegistrationFailed as exc:
                         log.warning("%s; registering again", exc)
-                        await self._register_with_retries()
+                        await self._register_with_retries(stop)
         finally:
             await self.close()
 

@@ -95,11 +95,11 @@ def test_the_rebootstrap_after_a_failed_registration_follows_the_method(
             raise RegistrationFailed("Register: no answer")
 
         link._register = refused  # type: ignore[method-assign]
-        with pytest.raises(RegistrationFailed):
-            await asyncio.wait_for(link.run(stop), FLOW_TIMEOUT)
+        await asyncio.wait_for(link.run(stop), FLOW_TIMEOUT)  # the client stops the link at its second bootstrap
         return client.calls
 
-    assert asyncio.run(flow()) == [expected]
+    # every re-bootstrap, not only the first, uses the method; the link keeps retrying until it is stopped
+    assert asyncio.run(flow()) == [expected, expected]
 
 
 def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
@@ -168,14 +168,17 @@ def test_a_refused_lock_says_so_once_per_change_and_keeps_retrying(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The lock's identity revoked and its factory identity refused (``ostiary as rs revoke --decommission``): the
-    log says in words what happened, once, not once per attempt; the backoff's attempts all still run."""
+    log says in words what happened, once, not once per attempt; the retries and their backoff go on."""
     keeper = CredentialKeeper(CredentialStore(tmp_path / "credentials.cbor"))
     keeper.deliver(_account(1))
     client = RefusingClient(keeper)
     slept: list[float] = []
+    stop = asyncio.Event()
 
     async def sleep(delay: float) -> None:
         slept.append(delay)
+        if len(slept) == 4:
+            stop.set()  # the lock stops during its fourth wait
 
     link = DeviceLink(client, backoff=Backoff(initial=5, maximum=20, attempts=3), sleep=sleep)  # type: ignore[arg-type]
 
@@ -186,10 +189,9 @@ def test_a_refused_lock_says_so_once_per_change_and_keeps_retrying(
 
     link._register = refused  # type: ignore[method-assign]
     caplog.set_level(logging.DEBUG, logger="ostiary.lock.lwm2m")
-    with pytest.raises(RegistrationFailed):
-        asyncio.run(asyncio.wait_for(link._register_with_retries(), FLOW_TIMEOUT))
+    assert asyncio.run(asyncio.wait_for(link._register_with_retries(stop), FLOW_TIMEOUT)) is False
 
-    assert client.calls == 4 and slept == [5.0, 10.0, 20.0]  # the retries and their backoff are unchanged
+    assert client.calls == 4 and slept == [5.0, 10.0, 20.0, 40.0]  # the backoff's attempts, then on without end
     lwm2m = [r for r in caplog.records if r.name == "ostiary.lock.lwm2m"]
     warnings = [r.getMessage() for r in lwm2m if r.levelno == logging.WARNING]
     assert warnings == [
@@ -218,3 +220,78 @@ def test_a_changed_failure_is_logged_again_and_a_recovery_once(caplog: pytest.Lo
         ("WARNING", "bootstrap failed: B"),
         ("INFO", "works again"),
     ]
+
+
+# -- registration keeps being retried: a device claimed again, an AS back after an outage -----------------------
+
+
+@pytest.mark.parametrize(
+    ("pull_interval", "later"),
+    [
+        (3600.0, [600.0, 1200.0, 2400.0, 3600.0, 3600.0, 3600.0]),  # the default pull interval
+        (7200.0, [600.0, 1200.0, 2400.0, 3600.0, 3600.0, 3600.0]),  # MAX_RETRY_DELAY
+        (60.0, [60.0] * 6),  # a shorter pull interval caps every delay, the early ones too
+    ],
+)
+def test_registration_is_retried_without_end_under_a_ceiling_and_succeeds_when_the_as_accepts_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pull_interval: float, later: list[float]
+) -> None:
+    """More than the backoff's 8 attempts fail (the device was released, or the AS is down): the link goes on,
+    its delay capped at the pull interval or an hour, and registers once the AS accepts it again."""
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "credentials.cbor"))
+    keeper.deliver(_account(1))
+    client = RefusingClient(keeper)
+    slept: list[float] = []
+    failures = 14
+
+    async def sleep(delay: float) -> None:  # a fake clock: the delays are recorded, not waited
+        slept.append(delay)
+
+    link = DeviceLink(client, pull_interval=pull_interval, sleep=sleep)  # type: ignore[arg-type]
+    attempts: list[int] = []
+
+    async def register() -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) <= failures:
+            raise RegistrationFailed("Register: no answer")
+        link.registration = StandInRegistration()  # type: ignore[assignment]
+        link.registered.set()
+
+    link._register = register  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="ostiary.lock.lwm2m")
+    registered = asyncio.run(asyncio.wait_for(link._register_with_retries(asyncio.Event()), FLOW_TIMEOUT))
+
+    assert registered is True and link.registered.is_set() and len(attempts) == failures + 1
+    assert client.calls == failures  # one re-bootstrap per failure
+    early = [min(d, pull_interval) for d in (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0)]
+    assert slept == early + later  # the early attempts as before, then capped
+    messages = [r.getMessage() for r in caplog.records if r.name == "ostiary.lock.lwm2m"]
+    assert sum("not registered after 9 attempts" in m for m in messages) == 1
+    assert messages[-1] == "registered again"
+
+
+def test_a_stop_ends_the_wait_between_attempts_at_once(tmp_path: Path) -> None:
+    """SIGTERM while the link waits to retry (a real ``asyncio.sleep`` of a minute) stops it without delay."""
+    stop = asyncio.Event()
+    keeper = CredentialKeeper(CredentialStore(tmp_path / "credentials.cbor"))
+    keeper.deliver(_account(1))
+    client = RecordingClient(keeper, stop, calls_before_stop=1_000)
+    link = DeviceLink(client, method="pack", backoff=Backoff(initial=60.0))  # type: ignore[arg-type]
+
+    async def refused() -> None:
+        raise RegistrationFailed("Register: no answer")
+
+    link._register = refused  # type: ignore[method-assign]
+
+    async def flow() -> float:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(link.run(stop))
+        while not client.calls:  # the first attempt failed; the link now waits 60 s
+            await asyncio.sleep(0)
+        stop.set()
+        started = loop.time()
+        await asyncio.wait_for(task, FLOW_TIMEOUT)
+        return loop.time() - started
+
+    assert asyncio.run(asyncio.wait_for(flow(), FLOW_TIMEOUT)) < 1.0
+    assert client.calls == ["bootstrap"]
