@@ -41,3 +41,14 @@ def launched_chromium() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
+
+
+@contextmanager
+def new_page(browser: Any, **context_options: Any) -> Iterator[Any]:
+    """A page in a fresh browser context (its own cookies) whose every wait is bounded by :data:`STEP_MS`."""
+    context = browser.new_context(**context_options)
+    context.set_default_timeout(STEP_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -1087,21 +1087,6 @@ def test_threads_waiting_when_the_writer_dies_are_all_woken(
     sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = open_sql(sql_url, master_key)
-    committer = storage._committer  # noqa: SLF001
-    original = committer._write_batch  # noqa: SLF001
-    entered, release = threading.Event(), threading.Event()
-
-    def fatal_second(rows: Any) -> Any:
-        if not entered.is_set():
-            entered.set()
-            assert release.wait(WAIT)
-            return original(rows)
-        raise SystemExit("the writer thread dies")  # not an Exception: escapes the per-batch handling
-
-    monkeypatch.setattr(committer, "_write_batch", fatal_second)
-    first = storage.submit_record(make_token())
-    assert entered.wait(WAIT)
-    queued = queued_callers(storage, monkeypatch, 5)
     stopped: list[BaseException] = []
 
     def call() -> None:
@@ -1110,14 +1095,19 @@ def test_threads_waiting_when_the_writer_dies_are_all_woken(
         except WriterStopped as exc:
             stopped.append(exc)
 
+    def fatal(rows: Any) -> Any:
+        raise SystemExit("the writer thread dies")  # not an Exception: escapes the per-batch handling
+
     threads = [threading.Thread(target=call) for _ in range(5)]
-    for t in threads:
-        t.start()
-    assert queued.wait(WAIT)
-    release.set()
-    for t in threads:
-        t.join(WAIT)
-    assert first.result(timeout=WAIT) is None
+    with writer_held(storage, monkeypatch) as release:  # the first batch is written; the next one kills the writer
+        queued = queued_callers(storage, monkeypatch, len(threads))
+        for t in threads:
+            t.start()
+        assert queued.wait(WAIT)
+        monkeypatch.setattr(storage._committer, "_write_batch", fatal)  # noqa: SLF001
+        release.set()
+        for t in threads:
+            t.join(WAIT)
     assert not any(t.is_alive() for t in threads) and len(stopped) == 5
 
 

@@ -43,7 +43,7 @@ from tests.as_server.transport.harness import (
     start,
 )
 from tests.as_server.transport.wire import basic
-from tests.browser import STEP_MS, launched_chromium, requires_chromium
+from tests.browser import launched_chromium, new_page, requires_chromium
 from tests.console.test_console_devices import BATCH, DEVICES
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -95,12 +95,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    context.set_default_timeout(STEP_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with new_page(browser, viewport={"width": 1100, "height": 900}) as opened:
+        yield opened
 
 
 def coap_token(dep: Running) -> tuple[str, bytes]:

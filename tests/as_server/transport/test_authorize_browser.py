@@ -25,7 +25,7 @@ from tests.as_server.transport.oauth_apps import (
     pkce,
     start_oauth,
 )
-from tests.browser import STEP_MS, launched_chromium, requires_chromium
+from tests.browser import launched_chromium, new_page, requires_chromium
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -45,12 +45,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    context.set_default_timeout(STEP_MS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with new_page(browser) as opened:
+        yield opened
 
 
 def open_sign_in(page: Any, dep: OAuthDeployment) -> str:
