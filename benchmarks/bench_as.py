@@ -9,6 +9,9 @@ With 32 concurrent clients, it measures requests (tokens) per second and p50/p99
 
   - **trivial**: a Flask ``POST /echo`` returning a small JSON body (:mod:`benchmarks.baselines.trivial_http`),
     the ceiling of the stack;
+  - **durable floor**: the trivial endpoint plus one durable write per request (a 16-byte key into a one-column
+    SQLite table, WAL, ``synchronous=FULL``, the AS's group committer; :mod:`benchmarks.baselines.durable_floor`),
+    the ceiling of any endpoint that records each request before answering, as issue #3 requires of tokens;
   - **Authlib**: Authlib's Flask ``client_credentials`` endpoint issuing RFC 9068 JWTs signed ES256, each token
     recorded in SQLite (WAL, ``synchronous=FULL``, group commit) before the response leaves
     (:mod:`benchmarks.baselines.authlib_app`);
@@ -20,6 +23,8 @@ With 32 concurrent clients, it measures requests (tokens) per second and p50/p99
 
   - **trivial**: an aiocoap POST resource (:mod:`benchmarks.baselines.trivial_coap`) on the same aiocoap
     transport as ours (``simplesocketserver``);
+  - **durable floor**: the same resource awaiting one durable write first (as above; the event loop awaits the
+    write's future, as ours awaits its token's commit);
   - **ours**: ``POST /token`` of the same ``ostiary as serve`` process, payload
     ``TokenRequest(client_id, client_secret, audience, scope).to_cbor()``.
 
@@ -29,8 +34,9 @@ With 32 concurrent clients, it measures requests (tokens) per second and p50/p99
 Every contender runs once per round for ``--seconds``; rounds interleave the contenders (rotating the order), so
 a burst of background load hits them alike; each row reports the median over rounds. Goals (PASS/FAIL, exit 0
 either way): HTTP ours >= 1.2x Authlib and >= 50% of trivial; CoAP ours >= 60% of trivial; with the stored
-tokens >= 90% of the empty database. A row with any error (non-2xx, socket error, CoAP error code, timeout) is
-invalid, and so is every goal that uses it.
+tokens >= 90% of the empty database. Beside goals 2 and 3 it reports the durable floors' share of the trivial
+rate (what durability alone leaves) and ours against the floor. A row with any error (non-2xx, socket error, CoAP
+error code, timeout) is invalid, and so is every goal that uses it.
 
 Run: ``python -m benchmarks.bench_as [--seconds S] [--rounds N] [--stored N] [--quick] [--json FILE] [--keep]``.
 """
@@ -1066,6 +1072,8 @@ class Bench:
         #: Each server's database file, read into the page cache before each of its runs (warm_page_cache).
         self.databases = {**{key: home / "ostiary.db" for key, home in self.homes.items()}, "authlib": self.authlib_db}
         self.authlib_key = workdir / "authlib-es256.pem"
+        self.floor_db = {"floor-http": workdir / "floor-http.db", "floor-coap": workdir / "floor-coap.db"}
+        self.databases.update(self.floor_db)
 
     def say(self, text: str) -> None:
         print(f"  {text}", file=self.log, flush=True)
@@ -1085,8 +1093,10 @@ class Bench:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             self.ours_note = f"AS not runnable: {type(exc).__name__}: {first}"
             self.say(self.ours_note)
-        from benchmarks.baselines import authlib_app
+        from benchmarks.baselines import authlib_app, durable_floor
 
+        for db in self.floor_db.values():
+            durable_floor.prepare(db)
         authlib_app.prepare(
             self.authlib_db,
             self.authlib_key,
@@ -1102,15 +1112,24 @@ class Bench:
     def start(self) -> None:
         """Start every server at once, then wait for each (bounded)."""
         opts = self.opts
-        for key in ("trivial-http", "authlib"):
+        for key in ("trivial-http", "floor-http", "authlib"):
             self.http_port[key] = self.ports.take()
-        self.coap_port["trivial-coap"] = self.ports.take()
+        for key in ("trivial-coap", "floor-coap"):
+            self.coap_port[key] = self.ports.take()
         self._add_server(
             "trivial-http",
             "trivial HTTP",
             _gunicorn(
                 "benchmarks.baselines.trivial_http:create_app()", self.http_port["trivial-http"], opts.workers,
                 opts.threads,
+            ),
+        )  # fmt: skip
+        self._add_server(
+            "floor-http",
+            "durable floor HTTP",
+            _gunicorn(
+                f"benchmarks.baselines.durable_floor:create_app(db={str(self.floor_db['floor-http'])!r})",
+                self.http_port["floor-http"], opts.workers, opts.threads,
             ),
         )  # fmt: skip
         authlib_call = (
@@ -1125,6 +1144,13 @@ class Bench:
             "trivial CoAP",
             [sys.executable, "-m", "benchmarks.baselines.trivial_coap", "--host", HOST, "--port",
              str(self.coap_port["trivial-coap"]), "--transport", "simplesocketserver"],
+        )  # fmt: skip
+        self._add_server(
+            "floor-coap",
+            "durable floor CoAP",
+            [sys.executable, "-m", "benchmarks.baselines.durable_floor", "--host", HOST, "--port",
+             str(self.coap_port["floor-coap"]), "--db", str(self.floor_db["floor-coap"]),
+             "--transport", "simplesocketserver"],
         )  # fmt: skip
         if self.ours_note is None:
             for key, home in self.homes.items():
@@ -1161,7 +1187,7 @@ class Bench:
 
     def build_targets(self) -> None:
         """The measured rows (see the module docstring); ours are n/a with the reason when the AS is not runnable."""
-        from benchmarks.baselines import authlib_app, trivial_coap, trivial_http
+        from benchmarks.baselines import authlib_app, durable_floor, trivial_coap, trivial_http
 
         ours = self.ours_note is None
         secret = self.ours_secret.get("ours-empty", "")
@@ -1174,6 +1200,7 @@ class Bench:
             ).to_cbor()
         basic = _basic(CLIENT_ID, secret)
         ours_rows = "SELECT count(*) FROM issued_tokens"
+        floor_rows = f"SELECT count(*) FROM {durable_floor.TABLE}"
         stored = f"HTTP ours (form), {self.opts.stored:,} stored"
 
         def http(key: str, title: str, server: str, path: str, body: bytes, ctype: str, **kw: Any) -> Target:
@@ -1185,6 +1212,8 @@ class Bench:
         t = [
             http("http-trivial", "HTTP trivial Flask POST", "trivial-http", trivial_http.PATH, FORM_BODY, FORM,
                  authorization=basic),
+            http("http-floor", "HTTP durable floor (trivial + durable write)", "floor-http", durable_floor.PATH,
+                 FORM_BODY, FORM, authorization=basic, db=self.floor_db["floor-http"], db_query=floor_rows),
             http("http-authlib", "HTTP Authlib JWT ES256", "authlib", authlib_app.PATH, FORM_BODY, FORM,
                  authorization=_basic(CLIENT_ID, self.authlib_secret), expect="json-token", db=self.authlib_db,
                  db_query="SELECT count(*) FROM oauth2_token"),
@@ -1199,6 +1228,8 @@ class Bench:
                  authorization=_basic(CLIENT_ID, self.ours_secret.get("ours-stored", "")), expect="json-token",
                  db=self.homes["ours-stored"] / "ostiary.db", db_query=ours_rows),
             coap("coap-trivial", "CoAP trivial aiocoap POST", "trivial-coap", trivial_coap.PATH, None),
+            coap("coap-floor", "CoAP durable floor (trivial + durable write)", "floor-coap", durable_floor.COAP_PATH,
+                 None, db=self.floor_db["floor-coap"], db_query=floor_rows),
             coap("coap-ours", "CoAP ours (ACE CBOR)", "ours-empty", "token", ACE_CBOR, expect="cbor-token"),
         ]  # fmt: skip
         for target in t:
@@ -1371,6 +1402,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": [r.as_dict() for r in bench.runs],
             "recorded": bench.recorded,
             "goals": [g.as_dict() for g in _goals(rows, opts.stored)],
+            "durability_floors": [f.as_dict() for f in _floors(rows)],
         }
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2)
@@ -1395,6 +1427,71 @@ def _goals(rows: dict[str, Row], stored: int) -> list[Goal]:
         Goal(2, get("http-ours"), get("http-trivial"), 0.5, "ours", "trivial"),
         Goal(3, get("coap-ours"), get("coap-trivial"), 0.6, "ours", "trivial CoAP"),
         Goal(4, get("http-ours-stored"), get("http-ours"), 0.9, f"ours with {stored:,} stored", "ours empty"),
+    ]
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What durability leaves on one transport: the durable floor's share of the trivial rate, ours against the
+    floor, and the goal that compares ours with the trivial endpoint."""
+
+    transport: str
+    goal: int
+    need: float
+    trivial: Row | None
+    floor: Row | None
+    ours: Row | None
+
+    @property
+    def floor_share(self) -> float | None:
+        """durable floor / trivial."""
+        return _ratio(self.floor, self.trivial)
+
+    @property
+    def ours_of_floor(self) -> float | None:
+        """ours / durable floor."""
+        return _ratio(self.ours, self.floor)
+
+    def lines(self) -> list[str]:
+        share, of_floor = self.floor_share, self.ours_of_floor
+        if share is None or self.floor is None or self.trivial is None:
+            return [f"  {self.transport}: n/a (the durable floor or the trivial endpoint was not measured)"]
+        text = (
+            f"  {self.transport}: durable floor {fmt_rate(self.floor.rate)}/s = {share:.2f} of trivial "
+            f"{fmt_rate(self.trivial.rate)}/s"
+        )
+        if of_floor is not None and self.ours is not None:
+            text += f"; ours {fmt_rate(self.ours.rate)}/s = {of_floor:.2f} of the floor"
+        out = [text]
+        if share < self.need:
+            out.append(
+                f"      goal {self.goal} asks ours >= {self.need:.2f} of trivial; the floor, which does nothing but "
+                f"the durable write, reached {share:.2f}: no endpoint recording each request in SQLite before "
+                "answering reaches the goal on this stack and machine"
+            )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "transport": self.transport,
+            "goal": self.goal,
+            "need": self.need,
+            "floor_rate": self.floor.rate if self.floor else None,
+            "floor_over_trivial": self.floor_share,
+            "ours_over_floor": self.ours_of_floor,
+        }
+
+
+def _ratio(a: Row | None, b: Row | None) -> float | None:
+    if a is None or b is None or not a.rate or not b.rate or not (a.valid and b.valid):
+        return None
+    return a.rate / b.rate
+
+
+def _floors(rows: dict[str, Row]) -> list[Floor]:
+    return [
+        Floor("HTTP", 2, 0.5, rows.get("http-trivial"), rows.get("http-floor"), rows.get("http-ours")),
+        Floor("CoAP", 3, 0.6, rows.get("coap-trivial"), rows.get("coap-floor"), rows.get("coap-ours")),
     ]
 
 
@@ -1445,6 +1542,10 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
         "the goal, so a rerun may flip the verdict)"
     )
     out.append("")
+    out.append("Durability floor (note i): what recording each request durably leaves of the trivial rate")
+    for floor in _floors(rows):
+        out += floor.lines()
+    out.append("")
 
     out.append("Checks")
     for key, text in validation.items():
@@ -1452,11 +1553,11 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
     for server, counts in recorded.items():
         rows_n, answered = counts["rows"], counts["answered_2xx"] or 0
         if rows_n is None:
-            out.append(f"  recorded tokens, {servers[server].name}: n/a (database not readable)")
+            out.append(f"  recorded rows, {servers[server].name}: n/a (database not readable)")
             continue
         verdict = "ok" if rows_n >= answered else "MISSING ROWS"
         out.append(
-            f"  recorded tokens, {servers[server].name}: {rows_n:,} rows for {answered:,} 2xx answers counted by "
+            f"  recorded rows, {servers[server].name}: {rows_n:,} rows for {answered:,} 2xx answers counted by "
             f"the load generators: {verdict}"
         )
     if stored_seconds is not None:
@@ -1518,6 +1619,14 @@ def _report(bench: Bench, rows: dict[str, Row]) -> str:
         "leaves free, one limited by waiting (locks, fsync, a GIL-bound single process) below it. other CPU: "
         "what the rest of the machine used meanwhile (other jobs); a high value means the row was measured on a "
         "busy machine.",
+        "i. Durable floor: the trivial endpoint (HTTP: same gunicorn flags; CoAP: same aiocoap transport) that, "
+        "before answering, writes one fresh 16-byte random key into a one-column SQLite table (the key is the "
+        "primary key, WITHOUT ROWID), WAL with synchronous=FULL, through the AS's group committer (a lone request "
+        "commits its row itself, others queue and share the next commit; the CoAP resource awaits the write's "
+        "future on the event loop, as ours does): benchmarks/baselines/durable_floor.py. No parsing, "
+        "authentication, policy, cryptography or token: its rate bounds what any endpoint that records every "
+        "request before answering (issue #3: every token is durably recorded before the response leaves) can "
+        "reach here. Its rows are counted like the token tables.",
     ]
     return "\n".join(out)
 

@@ -122,3 +122,45 @@ def test_warm_page_cache_reads_the_database_and_its_wal(bench_as: ModuleType, tm
     assert bench_as.warm_page_cache(db) == 3_001_000
     assert bench_as.warm_page_cache(None) == 0
     assert bench_as.warm_page_cache(tmp_path / "missing.db") == 0
+
+
+def _row(bench_as: ModuleType, key: str, rates: list[float], errors: int = 0) -> object:
+    target = bench_as.Target(key, key, "http", "s", 1, "/", b"", None)
+    runs = [
+        bench_as.Run(key, i + 1, rate, int(rate), 1.0, 2.0, {"non2xx": errors} if errors else {}, int(rate), 1.0, 0.1,
+                     0.0, 1.0)
+        for i, rate in enumerate(rates)
+    ]  # fmt: skip
+    return bench_as.Row(target, runs)
+
+
+def test_durable_floor_lines_say_when_the_floor_is_below_the_goal(bench_as: ModuleType) -> None:
+    rows = {
+        "http-trivial": _row(bench_as, "http-trivial", [10_000.0, 8_000.0, 9_000.0]),
+        "http-floor": _row(bench_as, "http-floor", [3_000.0, 2_700.0, 2_800.0]),
+        "http-ours": _row(bench_as, "http-ours", [2_000.0, 1_800.0, 2_100.0]),
+        "coap-trivial": _row(bench_as, "coap-trivial", [5_000.0]),
+        "coap-floor": _row(bench_as, "coap-floor", [3_500.0]),
+        "coap-ours": _row(bench_as, "coap-ours", [1_400.0]),
+    }
+    http, coap = bench_as._floors(rows)
+    assert http.floor_share == pytest.approx(2_800 / 9_000)
+    assert http.ours_of_floor == pytest.approx(2_000 / 2_800)
+    lines = http.lines()
+    assert lines[0] == "  HTTP: durable floor 2,800/s = 0.31 of trivial 9,000/s; ours 2,000/s = 0.71 of the floor"
+    assert "goal 2 asks ours >= 0.50 of trivial" in lines[1] and "reached 0.31" in lines[1]
+    # The CoAP floor (0.70) is above goal 3's 0.60: nothing is claimed about the goal.
+    assert coap.lines() == ["  CoAP: durable floor 3,500/s = 0.70 of trivial 5,000/s; ours 1,400/s = 0.40 of the floor"]
+    assert coap.as_dict()["floor_over_trivial"] == pytest.approx(0.7)
+
+
+def test_durable_floor_is_not_evaluated_from_invalid_or_missing_rows(bench_as: ModuleType) -> None:
+    rows = {
+        "http-trivial": _row(bench_as, "http-trivial", [10_000.0]),
+        "http-floor": _row(bench_as, "http-floor", [3_000.0], errors=3),
+        "http-ours": _row(bench_as, "http-ours", [2_000.0]),
+    }
+    http, coap = bench_as._floors(rows)
+    assert http.floor_share is None and http.ours_of_floor is None
+    assert http.lines() == ["  HTTP: n/a (the durable floor or the trivial endpoint was not measured)"]
+    assert coap.lines() == ["  CoAP: n/a (the durable floor or the trivial endpoint was not measured)"]
