@@ -12,13 +12,12 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
+import aiocoap
 import pytest
 
 from tests.as_server.transport.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-aiocoap = pytest.importorskip("aiocoap")
 
 
 @pytest.fixture
