@@ -1150,6 +1150,103 @@ def test_a_dead_writer_thread_does_not_hang_callers(
         storage.submit_record(make_token())
 
 
+@contextmanager
+def own_write_held(storage: SqlStorage, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]]]:
+    """Hold a lone caller's own write (GroupCommitter.write, nothing queued) until the block ends, so that threads
+    calling meanwhile queue behind it; yields the (thread name, rows) of every batch written afterwards."""
+    committer = storage._committer  # noqa: SLF001 - a seam for a deterministic batch
+    original = committer._write_batch  # noqa: SLF001
+    release, entered = threading.Event(), threading.Event()
+    batches: list[tuple[str, int]] = []
+
+    def held(rows: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(WAIT)
+        else:
+            batches.append((threading.current_thread().name, len(rows)))
+        return original(rows)
+
+    monkeypatch.setattr(committer, "_write_batch", held)
+    lone = threading.Thread(target=storage.record, args=(make_token(),))
+    lone.start()
+    assert entered.wait(WAIT)
+    try:
+        yield batches
+    finally:
+        release.set()
+        lone.join(WAIT)
+        assert not lone.is_alive()
+
+
+def test_threads_queued_behind_a_callers_own_write_are_written_by_one_of_them(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller that wrote hands the queue to the first thread in it (GroupCommitter._hand_on), which writes the
+    whole queue and wakes the others: the writer thread is not involved."""
+    storage = open_sql(sql_url, master_key)
+    tokens = [make_token() for _ in range(10)]
+    tokens[6] = dataclasses.replace(tokens[6], cti=tokens[2].cti)  # a duplicate inside the batch: fails alone
+    outcomes: dict[int, BaseException | None] = {}
+
+    def call(i: int) -> None:
+        try:
+            storage.record(tokens[i])
+            outcomes[i] = None
+        except DuplicateError as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,), name=f"caller-{i}") for i in range(len(tokens))]
+    with own_write_held(storage, monkeypatch) as batches:
+        queued = queued_callers(storage, monkeypatch, len(tokens))
+        for t in threads:
+            t.start()
+        assert queued.wait(WAIT)
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads)
+    assert len(batches) == 1 and batches[0][0].startswith("caller-") and batches[0][1] == len(tokens)
+    failed = sorted(i for i, exc in outcomes.items() if exc is not None)
+    assert len(outcomes) == len(tokens) and len(failed) == 1 and failed[0] in (2, 6)  # whichever queued second
+    assert storage.count() == 1 + len(tokens) - 1
+    assert storage.commit_stats.largest_batch == len(tokens)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_torn_down_while_writing_the_queue_fails_its_batch_and_hands_on(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_sql(sql_url, master_key)
+    results: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        try:
+            storage.record(make_token())
+            results[i] = "written"
+        except WriterStopped:
+            results[i] = "stopped"
+
+    def fatal(rows: Any) -> Any:
+        raise SystemExit("the thread is torn down")  # not an Exception: escapes the per-batch handling
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    with own_write_held(storage, monkeypatch):
+        queued = queued_callers(storage, monkeypatch, len(threads))
+        for t in threads:
+            t.start()
+        assert queued.wait(WAIT)
+        monkeypatch.setattr(storage._committer, "_write_batch", fatal)  # noqa: SLF001
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads)
+    # The leader dies with SystemExit (no entry); the other three of its batch are told the writer stopped.
+    assert sorted(results.values()) == ["stopped"] * 3
+    monkeypatch.undo()
+    token = make_token()
+    storage.record(token)  # the write was handed on: the committer is not stuck busy
+    assert storage.get_by_cti(token.cti) == token
+
+
 def test_close_writes_what_is_queued(
     sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
