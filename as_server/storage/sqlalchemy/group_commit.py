@@ -24,7 +24,7 @@ it, which writes the whole queue, its own row included, wakes the others and han
 in the queue (futures only) does the writer thread take over. A thread that queues behind a write in progress does
 not wake the writer thread. So under HTTP load the request threads commit among themselves and the writer thread
 sleeps: on a standalone ``ostiary as serve`` (wrk -t2 -c32, 6 s, six ABBA pairs) voluntary context switches per
-token request fell from 9.3-11.0 to 6.9-8.5, and tokens per second rose in every pair (median 1,352 -> 1,488/s).
+token request fell from 9.6-11.0 to 6.9-8.5, and tokens per second rose in every pair (median 1,352 -> 1,488/s).
 
 The writer thread starts when a row is first queued. It is a daemon thread (a forgotten storage cannot keep the
 process alive), but :meth:`GroupCommitter.close` writes what is queued and joins it. Every queued row's future is
