@@ -88,7 +88,7 @@ ACTIONS: Final = {
     "client.disabled": "a client was disabled; its tokens were revoked",
     "client.enabled": "a client was enabled again",
     "token.revoked": "one token was revoked by hand (console, or 'ostiary as token revoke')",
-    "audit.dropped": "refusal entries were dropped because the audit queue was full (detail: how many)",
+    "audit.dropped": "refusal entries were dropped: the audit queue was full or a write failed (detail: how many)",
     "authorization.granted": "a user signed in at /authorize and let an app have an authorization code",
     "authorization.signin_failed": "a sign-in at /authorize failed (detail: why; never the password)",
     "authorization_code.reused": "a used authorization code was presented again; its tokens were revoked",
@@ -106,6 +106,8 @@ ACTIONS: Final = {
 #: filters accept as well as the actions themselves (:func:`action_matches`).
 FAMILIES: Final = tuple(sorted({action.partition(".")[0] for action in ACTIONS}))
 
+#: Seconds the audit writer waits after a failed batch before it tries again (at least; see AuditLog).
+RETRY_PAUSE: Final = 1.0
 #: The actor of what the AS does by itself (expiring requests, recording dropped entries).
 ACTOR_SYSTEM: Final = "system"
 #: Longest text field of an entry that comes from a request (characters).
@@ -185,7 +187,8 @@ class AuditLog:
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[AuditEntry] = deque()
         self._dropped_total = 0
-        self._dropped_unreported = 0
+        self._dropped_unreported = 0  # since the last batch: the queue was full
+        self._failed_unreported = 0  # since the last batch: lost with a failed batch
         self._written = 0
         self._closing = False
         self._stopped = threading.Event()  # set by close(): ends the pause between batches at once
@@ -238,46 +241,56 @@ class AuditLog:
         with self._cond:
             batch = list(self._queue)
             self._queue.clear()
-            dropped, self._dropped_unreported = self._dropped_unreported, 0
-        if dropped:
-            log.warning("audit queue full: %d refusal entries dropped", dropped)
+            full, self._dropped_unreported = self._dropped_unreported, 0
+            failed, self._failed_unreported = self._failed_unreported, 0
+        if full:
+            log.warning("audit queue full: %d refusal entries dropped", full)
+        if full or failed:
+            if full and failed:
+                why = f"audit queue full: {full}; a write failed: {failed}"
+            else:
+                why = "audit queue full" if full else "a write failed"
             batch.append(
                 AuditEntry(
                     at=int(self._clock()),
                     action="audit.dropped",
                     actor=ACTOR_SYSTEM,
-                    detail=f"{dropped} entries dropped (audit queue full)",
+                    detail=f"{full + failed} entries dropped ({why})",
                 )
             )
         return batch
 
-    def _write_batch(self) -> None:
+    def _write_batch(self) -> bool:
+        """Write what is queued; ``False`` if the batch failed (its entries are counted as dropped)."""
         with self._write_lock:
             batch = self._take()
             if not batch:
-                return
+                return True
             try:
                 self._append(batch)
             except Exception:  # noqa: BLE001 - the writer must survive a failed batch; the loss is counted
                 log.exception("could not write %d audit entries", len(batch))
                 with self._cond:
                     self._dropped_total += len(batch)
-                    self._dropped_unreported += len(batch)
-                return
+                    self._failed_unreported += len(batch)
+                return False
             with self._cond:
                 self._written += len(batch)
+            return True
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._dropped_unreported and not self._closing:
+                while not (self._queue or self._dropped_unreported or self._failed_unreported or self._closing):
                     self._cond.wait()
                 if self._closing:
                     return  # close() writes the rest
             started = time.monotonic()
-            self._write_batch()
-            # At most one batch per interval: what arrives meanwhile waits for the next one.
-            remaining = self._interval - (time.monotonic() - started)
+            written = self._write_batch()
+            # At most one batch per interval: what arrives meanwhile waits for the next one. After a failed batch
+            # (the database is down), wait at least RETRY_PAUSE before the next attempt, whatever the interval.
+            pause = self._interval if written else max(self._interval, RETRY_PAUSE)
+            remaining = pause - (time.monotonic() - started)
             if remaining > 0 and self._stopped.wait(remaining):
                 return
 

@@ -190,14 +190,42 @@ def test_at_most_one_batch_per_interval() -> None:
 def test_a_failed_batch_is_counted_and_the_writer_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder()
     recorder.fail = True
-    log = AuditLog(recorder, queue_size=100, flush_interval=0)
+    # The writer thread writes the first batch at once, then pauses for the interval: nothing else writes until
+    # close(), so the order of what follows is fixed.
+    log = AuditLog(recorder, queue_size=100, flush_interval=60)
     log.submit(entry(1))
-    log.flush()
+    deadline = time.monotonic() + WAIT
+    while log.dropped == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert log.dropped == 1 and "could not write 1 audit entries" in caplog.text
     recorder.fail = False
     log.submit(entry(2))
     log.close()
     assert [e.action for e in recorder.entries] == ["token.refused", "audit.dropped"]
+
+
+def test_a_failing_store_is_retried_after_a_pause_not_in_a_loop(caplog: pytest.LogCaptureFixture) -> None:
+    """With no interval between batches, a failed batch (its ``audit.dropped`` entry) must not be retried at once,
+    again and again, while the database is down."""
+    recorder = Recorder()
+    recorder.fail = True
+    attempts = []
+
+    def counting(entries: Sequence[AuditEntry]) -> None:
+        attempts.append(len(entries))
+        recorder(entries)
+
+    log = AuditLog(counting, queue_size=100, flush_interval=0)
+    log.submit(entry(1))
+    time.sleep(0.5)
+    assert len(attempts) == 1 and log.dropped == 1  # the audit.dropped entry waits for RETRY_PAUSE
+    recorder.fail = False
+    deadline = time.monotonic() + WAIT
+    while not recorder.entries and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    assert [e.action for e in recorder.entries] == ["audit.dropped"]
+    assert recorder.entries[0].detail == "1 entries dropped (a write failed)"
 
 
 def test_real_storage_gets_the_batches(storage: Storage) -> None:
