@@ -317,7 +317,7 @@ class DeviceRegistry:
 
 def page_number(raw: str | None) -> int:
     """A ``page`` query value: a number from 1; anything else is page 1."""
-    if raw is None or not raw.isdigit() or len(raw) > 6:
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 6:  # "¹".isdigit(), int("¹") fails
         return 1
     return max(1, int(raw))
 
@@ -509,7 +509,7 @@ class ConsoleService:
             if value := (form.get(name) or "").strip():
                 body[name] = value
         if raw := (form.get("max_lifetime") or "").strip():
-            if not raw.isdigit() or len(raw) > 10:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
                 raise ApiBadRequest("max_lifetime must be a positive number of seconds")
             body["max_lifetime"] = int(raw)
         if note := (form.get("note") or "").strip():
@@ -655,7 +655,7 @@ class ConsoleService:
         audience = _clean(form.get("audience"), "audience", required=True)
         assert audience is not None
         raw = (form.get("max_lifetime") or "3600").strip()
-        if not raw.isdigit() or not 1 <= int(raw[:10]) <= 2**31 - 1:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= 2**31 - 1:
             raise ApiBadRequest("max lifetime must be a positive number of seconds")
         if self.storage.get_resource_server(audience) is not None:
             raise ApiConflict("A lock with this audience exists.")

@@ -40,7 +40,7 @@ __all__ = ["actor", "add_audit_options", "add_consent_commands", "add_group_comm
 ROLES = ("admin", "manager", "user")
 REQUEST_STATUSES = ("pending", "approved", "denied", "expired", "all")
 GRANT_STATUSES = ("active", "revoked", "all")
-_DURATION = re.compile(r"(\d+)([smhdw])")
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -105,7 +105,7 @@ def _time(text: str, *, now: int, future: bool) -> int:
     if match is not None:
         delta = int(match[1]) * _UNIT[match[2]]
         return now + delta if future else now - delta
-    if text.strip().isdigit():
+    if text.strip().isascii() and text.strip().isdigit():
         return int(text)
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))

@@ -363,7 +363,7 @@ class BootstrapService:
     def _lifetime(raw: str | None, default: int) -> int:
         if raw is None:
             return default
-        if not raw.isdigit() or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
             raise InvalidBootstrapRequest("lt must be a number of seconds")
         value = int(raw)
         if not MIN_LIFETIME <= value <= MAX_LIFETIME:

@@ -134,7 +134,7 @@ def grant_view(grant: Grant, *, disabled_users: frozenset[str] = frozenset()) ->
 
 def _limit(query: Mapping[str, str]) -> int:
     raw = query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiBadRequest(f"limit must be a number from 1 to {MAX_LIMIT}")
     return int(raw)
 

@@ -149,3 +149,23 @@ def test_approve_bodies_from_an_approver_get_200_or_4xx(app_world: tuple[Consent
         client.post(
             f"/consent/grants/{request_id}/revoke", headers={"Authorization": _basic("root", PASSWORDS["root"])}
         )
+
+
+@pytest.mark.parametrize("limit", ["\u00b9", "\u0661", "9" * 5000, "0", "-1", "1001"])
+def test_a_bad_limit_is_400_not_500(app_world: tuple[ConsentWorld, Any], limit: str) -> None:
+    """``"¹".isdigit()`` is true but ``int("¹")`` fails, and ``int()`` refuses more than 4,300 digits."""
+    _, client = app_world
+    for path in ("/consent/requests", "/consent/grants"):
+        response = client.get(
+            path, query_string={"limit": limit}, headers={"Authorization": _basic("root", PASSWORDS["root"])}
+        )
+        assert response.status_code == 400, (path, limit, response.data)
+        assert b"limit must be a number from 1 to" in response.data
+
+
+def test_a_good_limit_is_taken(app_world: tuple[ConsentWorld, Any]) -> None:
+    _, client = app_world
+    response = client.get(
+        "/consent/requests", query_string={"limit": "5"}, headers={"Authorization": _basic("root", PASSWORDS["root"])}
+    )
+    assert response.status_code == 200

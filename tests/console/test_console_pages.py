@@ -7,7 +7,7 @@ import base64
 import json
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from as_server.models import User, UserRole
@@ -239,6 +239,14 @@ def test_admin_registers_clients_and_locks_with_secrets_shown_once() -> None:
         lock = post_form(client, "/console/locks", "/console/locks", {"audience": "building-b/door-1"})
         assert lock.status_code == 200 and b'id="secret"' in lock.data  # type: ignore[attr-defined]
         assert world.storage.get_resource_server("building-b/door-1") is not None
+        # A lifetime of 12 digits was read as its first 10 and accepted; "²" passes str.isdigit() but not int().
+        for lifetime in ("100000000000", "\u00b2", "2147483648", "0"):
+            refused = post_form(
+                client, "/console/locks", "/console/locks", {"audience": "building-b/door-2", "max_lifetime": lifetime}
+            )
+            assert refused.status_code == 400, lifetime  # type: ignore[attr-defined]
+            assert b"max lifetime must be a positive number of seconds" in refused.data  # type: ignore[attr-defined]
+        assert world.storage.get_resource_server("building-b/door-2") is None
 
 
 def test_admin_manages_users_groups_and_sites() -> None:
@@ -345,6 +353,8 @@ _FORMS = [
         max_size=6,
     ),
 )
+@example(which="tokens", values={"page": "\u00b9"})  # "¹".isdigit() is true, int("¹") fails: was a 500
+@example(which="approve", values={"max_lifetime": "\u00b2\u00b3"})
 def test_console_forms_never_answer_5xx(which: str, values: dict[str, str]) -> None:
     with console_world() as (world, client):
         request_id = world.pending("/lock:PUT")
