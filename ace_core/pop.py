@@ -8,7 +8,6 @@ Encrypted_COSE_Key, a key id, or OSCORE input material. Unknown confirmation mem
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +29,6 @@ _OSC_JSON_NAMES = {
     OscoreInputMaterial.SALT: "salt",
     OscoreInputMaterial.CONTEXT_ID: "contextId",
 }
-#: A JSON member name that stands for an integer label (ASCII digits only: ``"¹".isdigit()`` is true).
-_INT_KEY = re.compile(r"-?[0-9]{1,19}")
 _OSC_BYTES = frozenset(
     {OscoreInputMaterial.ID, OscoreInputMaterial.MS, OscoreInputMaterial.SALT, OscoreInputMaterial.CONTEXT_ID}
 )
@@ -111,7 +108,7 @@ class OscoreMaterial:
         for k, v in obj.items():
             label = by_name.get(k)
             if label is None:
-                m[int(k) if _INT_KEY.fullmatch(k) else k] = v  # JSON object keys are text
+                m[int(k) if k.lstrip("-").isdigit() else k] = v  # JSON object keys are text
             else:
                 m[int(label)] = b64url_decode(v) if label in _OSC_BYTES else v
         return cls.from_cbor_map(m)

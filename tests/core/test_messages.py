@@ -270,6 +270,7 @@ def test_registered_plain_int_is_written_by_name() -> None:
         {"req_cnf": {"osc": {"id": 5}}},
         {"req_cnf": {"osc": {"id": "AQ", "version": -1}}},
         {"req_cnf": {"osc": {"1" * 5000: 1}}},  # unknown integer label beyond int() limits
+        {"req_cnf": {"osc": {"\u00b9": 1}}},  # "¹".isdigit() is true, int("¹") fails
         {"req_cnf": {"Encrypted_COSE_Key": "AQ"}},  # CBOR 1, not a COSE_Encrypt0 array
         {"client_secret": 5},
         {"extra": float("nan")},
