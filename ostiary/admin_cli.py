@@ -105,7 +105,7 @@ def _time(text: str, *, now: int, future: bool) -> int:
     if match is not None:
         delta = int(match[1]) * _UNIT[match[2]]
         return now + delta if future else now - delta
-    if text.strip().isascii() and text.strip().isdigit():
+    if text.strip().isascii() and text.strip().isdigit() and len(text.strip()) <= 12:
         return int(text)
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
