@@ -1048,13 +1048,11 @@ def queued_callers(storage: SqlStorage, monkeypatch: pytest.MonkeyPatch, count: 
     return queued
 
 
-def test_threads_waiting_in_one_batch_each_get_their_own_outcome(
-    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer wakes a batch's first waiting thread and each wakes the next (GroupCommitter._wait_queued)."""
-    storage = open_sql(sql_url, master_key)
-    tokens = [make_token() for _ in range(12)]
-    tokens[7] = dataclasses.replace(tokens[7], cti=tokens[3].cti)  # a duplicate inside the batch: fails alone
+def recording_threads(
+    storage: SqlStorage, tokens: list[IssuedToken]
+) -> tuple[list[threading.Thread], dict[int, BaseException | None]]:
+    """One (unstarted) thread per token calling ``record``, and where each puts its outcome (None or its
+    DuplicateError); thread ``i`` is named ``caller-i``."""
     outcomes: dict[int, BaseException | None] = {}
 
     def call(i: int) -> None:
@@ -1064,9 +1062,20 @@ def test_threads_waiting_in_one_batch_each_get_their_own_outcome(
         except DuplicateError as exc:
             outcomes[i] = exc
 
+    threads = [threading.Thread(target=call, args=(i,), name=f"caller-{i}") for i in range(len(tokens))]
+    return threads, outcomes
+
+
+def test_threads_waiting_in_one_batch_each_get_their_own_outcome(
+    sql_url: str, master_key: MasterKey, open_sql: OpenSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer wakes a batch's first waiting thread and each wakes the next (GroupCommitter._wait_queued)."""
+    storage = open_sql(sql_url, master_key)
+    tokens = [make_token() for _ in range(12)]
+    tokens[7] = dataclasses.replace(tokens[7], cti=tokens[3].cti)  # a duplicate inside the batch: fails alone
+    threads, outcomes = recording_threads(storage, tokens)
     with writer_held(storage, monkeypatch) as release:
         queued = queued_callers(storage, monkeypatch, len(tokens) + 1)
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(tokens))]
         for t in threads:
             t.start()
         beside = storage.submit_record(make_token())  # a future in the same batch
@@ -1187,16 +1196,7 @@ def test_threads_queued_behind_a_callers_own_write_are_written_by_one_of_them(
     storage = open_sql(sql_url, master_key)
     tokens = [make_token() for _ in range(10)]
     tokens[6] = dataclasses.replace(tokens[6], cti=tokens[2].cti)  # a duplicate inside the batch: fails alone
-    outcomes: dict[int, BaseException | None] = {}
-
-    def call(i: int) -> None:
-        try:
-            storage.record(tokens[i])
-            outcomes[i] = None
-        except DuplicateError as exc:
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=call, args=(i,), name=f"caller-{i}") for i in range(len(tokens))]
+    threads, outcomes = recording_threads(storage, tokens)
     with own_write_held(storage, monkeypatch) as batches:
         queued = queued_callers(storage, monkeypatch, len(tokens))
         for t in threads:
