@@ -78,11 +78,12 @@ def test_coap_floor_answers_after_its_write(floor: ModuleType, tmp_path: Path) -
     port = free_port(socket.SOCK_DGRAM)
 
     async def scenario() -> list[tuple[str, bytes, int]]:
-        server = asyncio.create_task(floor.serve("127.0.0.1", port, str(db), "simplesocketserver"))
+        ready = asyncio.Event()
+        server = asyncio.create_task(floor.serve("127.0.0.1", port, str(db), "simplesocketserver", ready))
         client = await aiocoap.Context.create_client_context()
         seen = []
         try:
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(ready.wait(), 10)
             for _ in range(3):
                 request = aiocoap.Message(code=aiocoap.POST, uri=f"coap://127.0.0.1:{port}/{floor.COAP_PATH}")
                 response = await asyncio.wait_for(client.request(request).response, 10)

@@ -123,11 +123,14 @@ class Record(resource.Resource):  # type: ignore[misc]
         return aiocoap.Message(code=aiocoap.CHANGED, payload=BODY)
 
 
-async def serve(host: str, port: int, db: str, transport: str) -> None:
+async def serve(host: str, port: int, db: str, transport: str, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or cancellation); ``ready`` is set once the socket is bound."""
     log = DurableLog(db)
     site = resource.Site()
     site.add_resource([COAP_PATH], Record(log))
     ctx = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=[transport])
+    if ready is not None:
+        ready.set()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

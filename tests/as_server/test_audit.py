@@ -6,13 +6,21 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from as_server.audit import ACTIONS, AuditLog, clean_text, describe_scope, issued_entry, known_action
+from as_server.audit import (
+    ACTIONS,
+    RETRY_PAUSE,
+    AuditLog,
+    clean_text,
+    describe_scope,
+    issued_entry,
+    known_action,
+)
 from as_server.models import AuditEntry
 from as_server.sealing import MasterKey
 from as_server.storage.base import AuditQuery, Storage
@@ -187,16 +195,37 @@ def test_at_most_one_batch_per_interval() -> None:
     assert len(recorder.entries) == log.written
 
 
+class Pauses(threading.Event):
+    """Stands in for an AuditLog's stop event: records each pause the writer thread takes between batches (how long
+    it asked for) and signals it, so a test waits for the writer to be done with a batch instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+        self.pausing = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.asked.append(timeout)
+            self.pausing.set()
+        return super().wait(timeout)
+
+
+def paused_log(append: Callable[[Sequence[AuditEntry]], None], *, flush_interval: float) -> tuple[AuditLog, Pauses]:
+    log = AuditLog(append, queue_size=100, flush_interval=flush_interval)
+    pauses = Pauses()
+    log._stopped = pauses  # noqa: SLF001 - a seam: the writer thread's pause between batches
+    return log, pauses
+
+
 def test_a_failed_batch_is_counted_and_the_writer_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder()
     recorder.fail = True
     # The writer thread writes the first batch at once, then pauses for the interval: nothing else writes until
     # close(), so the order of what follows is fixed.
-    log = AuditLog(recorder, queue_size=100, flush_interval=60)
+    log, pauses = paused_log(recorder, flush_interval=60)
     log.submit(entry(1))
-    deadline = time.monotonic() + WAIT
-    while log.dropped == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert pauses.pausing.wait(WAIT)
     assert log.dropped == 1 and "could not write 1 audit entries" in caplog.text
     recorder.fail = False
     log.submit(entry(2))
@@ -204,9 +233,9 @@ def test_a_failed_batch_is_counted_and_the_writer_goes_on(caplog: pytest.LogCapt
     assert [e.action for e in recorder.entries] == ["token.refused", "audit.dropped"]
 
 
-def test_a_failing_store_is_retried_after_a_pause_not_in_a_loop(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_store_is_retried_after_a_pause_not_in_a_loop() -> None:
     """With no interval between batches, a failed batch (its ``audit.dropped`` entry) must not be retried at once,
-    again and again, while the database is down."""
+    again and again, while the database is down: the writer pauses for about RETRY_PAUSE first."""
     recorder = Recorder()
     recorder.fail = True
     attempts = []
@@ -215,15 +244,13 @@ def test_a_failing_store_is_retried_after_a_pause_not_in_a_loop(caplog: pytest.L
         attempts.append(len(entries))
         recorder(entries)
 
-    log = AuditLog(counting, queue_size=100, flush_interval=0)
+    log, pauses = paused_log(counting, flush_interval=0)
     log.submit(entry(1))
-    time.sleep(0.5)
-    assert len(attempts) == 1 and log.dropped == 1  # the audit.dropped entry waits for RETRY_PAUSE
+    assert pauses.pausing.wait(WAIT)  # without the pause the writer would retry at once and never pause
+    assert attempts == [1] and log.dropped == 1
+    assert len(pauses.asked) == 1 and RETRY_PAUSE / 2 < pauses.asked[0] <= RETRY_PAUSE
     recorder.fail = False
-    deadline = time.monotonic() + WAIT
-    while not recorder.entries and time.monotonic() < deadline:
-        time.sleep(0.05)
-    log.close()
+    log.close()  # ends the pause; close() writes what is left: the audit.dropped entry
     assert [e.action for e in recorder.entries] == ["audit.dropped"]
     assert recorder.entries[0].detail == "1 entries dropped (a write failed)"
 

@@ -46,8 +46,6 @@ from tests.as_server.transport.wire import basic
 from tests.browser import launched_chromium, new_page, requires_chromium
 from tests.console.test_console_devices import BATCH, DEVICES
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 POLICY = """\

@@ -27,8 +27,6 @@ from tests.as_server.transport.oauth_apps import (
 )
 from tests.browser import launched_chromium, new_page, requires_chromium
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
 pytestmark = requires_chromium
 
 
